@@ -1,0 +1,3 @@
+from alumon.cli import main
+
+main()

@@ -1,0 +1,476 @@
+"""Contract 1: the site config, one YAML file per site, validated by pydantic.
+
+``load_site`` returns a fully cross-checked site (profiles resolved, every role bound to a device quantity
+that exists, every secret variable present) or raises ``SiteConfigError`` carrying *all* problems found,
+each with its key path and YAML line, so ``alumon config check`` can print them in one go.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from alumon.profiles import DeviceProfile, Kind, load_profiles
+
+SITE_SCHEMA_VERSION = 1
+BUILTIN_PROFILES_DIR = Path(__file__).resolve().parent.parent / "edge" / "profiles"
+
+Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
+ReadingPath = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*\.[a-z][a-z0-9_]*$")]  # "device.quantity"
+EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- connections: secrets are never inline, only the *name* of an environment variable -------------------
+
+
+class MqttConnection(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    tls: bool = False
+    ca_file: Path | None = None
+    username_env: EnvName | None = None
+    password_env: EnvName | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+
+
+class InfluxConnection(Strict):
+    url: str = "http://127.0.0.1:8086"
+    database: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "alumon"
+    username_env: EnvName | None = None
+    password_env: EnvName | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+
+class SmtpSecurity(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    SSL = "ssl"
+
+
+class SmtpConnection(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 25
+    security: SmtpSecurity = SmtpSecurity.NONE
+    sender: str
+    username_env: EnvName | None = None
+    password_env: EnvName | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+
+class Connections(Strict):
+    mqtt: MqttConnection = MqttConnection()
+    influxdb: InfluxConnection = InfluxConnection()
+    smtp: SmtpConnection
+
+
+# --- devices -----------------------------------------------------------------------------------------------
+
+
+class TcpTransport(Strict):
+    type: Literal["tcp"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+
+
+class RtuTransport(Strict):
+    type: Literal["rtu"]
+    serial_port: str  # e.g. /dev/ttyUSB0
+    baudrate: Annotated[int, Field(ge=300, le=921600)] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+
+
+class Device(Strict):
+    id: Identifier
+    profile: str
+    transport: Annotated[TcpTransport | RtuTransport, Field(discriminator="type")]
+    unit_id: Annotated[int, Field(ge=1, le=255)] = 1
+    poll_interval_s: Annotated[float, Field(gt=0, le=86400)] = 1.0
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 1
+    description: str = ""
+
+
+# --- process units: which reading plays which role ---------------------------------------------------------
+
+
+class Potline(Strict):
+    """An electrolytic-aluminium potline (one rectifier series)."""
+
+    id: Identifier
+    kind: Literal["potline"]
+    name: str = ""
+    cells: Annotated[int, Field(ge=1, le=1000)]
+    current_efficiency: Annotated[float, Field(gt=0.5, le=1.0)] = 0.93
+    capacity_t_per_year: Annotated[float, Field(gt=0)]
+    ac_energy: ReadingPath  # counter, rectifier AC side (kWh or MWh)
+    metal_tapped: ReadingPath  # counter, weighed aluminium liquid (t)
+    line_current: ReadingPath | None = None  # kA
+    line_voltage: ReadingPath | None = None  # V, series voltage
+    auxiliary_energy: list[ReadingPath] = []  # counters added for 铝液综合交流电耗
+
+
+class EnergyCarrier(Strict):
+    reading: ReadingPath  # counter
+    coefficient: str  # key in limits `energy.coefficients_kgce`, e.g. natural_gas_gasfield
+    exported: bool = False  # energy sold out of the boundary is deducted
+
+
+class AluminaRefinery(Strict):
+    id: Identifier
+    kind: Literal["alumina_refinery"]
+    name: str = ""
+    process: Literal["bayer", "other_process"] = "bayer"
+    capacity_t_per_year: Annotated[float, Field(gt=0)]
+    alumina_output: ReadingPath  # counter, t
+    carriers: Annotated[list[EnergyCarrier], Field(min_length=1)]
+
+
+class SourceType(StrEnum):
+    POTROOM_GAS_TREATMENT = "potroom_gas_treatment"
+    ALUMINA_CALCINER = "alumina_calciner"
+    ALUMINA_CLINKER_KILN = "alumina_clinker_kiln"
+    ANODE_BAKING = "anode_baking"
+    CASTHOUSE = "casthouse"
+
+
+class NoCorrection(Strict):
+    type: Literal["none"]
+
+
+class O2Correction(Strict):
+    type: Literal["o2_ref"]
+    o2_ref_pct: Annotated[float, Field(ge=0, lt=21)]
+    source: str = ""  # the permit or standard clause that sets the reference
+
+
+class CemsStack(Strict):
+    id: Identifier
+    kind: Literal["cems_stack"]
+    name: str = ""
+    source_type: SourceType
+    pollutants: Annotated[dict[Literal["pm", "so2", "nox", "fluoride_as_F"], ReadingPath], Field(min_length=1)]
+    basis: Literal["wet", "dry"] = "wet"  # how the analyser reports its mg/m3 (standard conditions)
+    o2: ReadingPath | None = None  # % vol
+    moisture: ReadingPath | None = None  # % vol, needed when basis is wet
+    temperature: ReadingPath | None = None
+    pressure: ReadingPath | None = None
+    flow: ReadingPath | None = None  # m3/h, standard dry
+    correction: Annotated[NoCorrection | O2Correction, Field(discriminator="type")] = NoCorrection(type="none")
+
+    @model_validator(mode="after")
+    def _check(self) -> CemsStack:
+        if self.basis == "wet" and self.moisture is None:
+            raise ValueError("`basis: wet` needs `moisture` to convert to dry gas")
+        if isinstance(self.correction, O2Correction):
+            if self.o2 is None:
+                raise ValueError("`correction: o2_ref` needs an `o2` reading")
+            if self.source_type is SourceType.POTROOM_GAS_TREATMENT:
+                # Potroom gas is ~20.6 % O2: (21-ref)/(21-O2) explodes. GB 25465-2010 judges it as measured.
+                raise ValueError(
+                    "`correction: o2_ref` illegal with `source_type: potroom_gas_treatment` "
+                    "(O2 near 21 %: judge as measured, GB 25465-2010)"
+                )
+        return self
+
+
+ProcessUnit = Annotated[Potline | AluminaRefinery | CemsStack, Field(discriminator="kind")]
+
+
+# --- limits overrides, analytics and alert routing --------------------------------------------------------
+
+
+class LimitOverride(Strict):
+    key: Annotated[str, Field(pattern=r"^[a-z0-9_.]+$")]  # dotted path into limits.yaml, e.g. ...al_liquid_ac.level3
+    value: float
+    source: Annotated[str, Field(min_length=1)]  # who set it: provincial document, permit number, ...
+    status: Literal["verified", "to_verify"] = "to_verify"
+
+
+class AnalyticsSettings(Strict):
+    kpi_window_s: Annotated[float, Field(gt=0)] = 3600.0
+    evaluate_every_s: Annotated[float, Field(gt=0)] = 10.0
+    min_completeness: Annotated[float, Field(ge=0, le=1)] = 0.8
+    alert_pending_s: Annotated[float, Field(ge=0)] = 60.0
+
+
+class AlertRouting(Strict):
+    engineers: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = []
+    regulators: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = []
+    language: Literal["zh", "en"] = "zh"
+
+
+class SiteInfo(Strict):
+    id: Identifier
+    name: str
+    region: Literal["inland", "coastal"]
+    permit_id: str = ""  # 排污许可证编号, shown to regulators
+
+
+class SiteConfig(Strict):
+    schema_version: Literal[1] = 1
+    site: SiteInfo
+    connections: Connections
+    profiles_dir: Path | None = None  # site-specific profiles, searched before the built-in ones
+    devices: Annotated[list[Device], Field(min_length=1)]
+    process_units: list[ProcessUnit] = []
+    limits_overrides: list[LimitOverride] = []
+    analytics: AnalyticsSettings = AnalyticsSettings()
+    alerts: AlertRouting = AlertRouting()
+
+    def device(self, device_id: str) -> Device:
+        for d in self.devices:
+            if d.id == device_id:
+                return d
+        raise KeyError(device_id)
+
+
+# --- loading with every problem reported by key path and line ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str  # e.g. devices[2].timeout_s
+    message: str
+    line: int | None = None  # 1-based line in the site file
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path}: {self.message}"
+
+
+class SiteConfigError(Exception):
+    def __init__(self, file: Path, problems: list[Problem]):
+        self.file = file
+        self.problems = problems
+        super().__init__(f"{file}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Site:
+    """A validated site with its resolved device profiles."""
+
+    config: SiteConfig
+    profiles: dict[str, DeviceProfile]  # by device id
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.config.site.id
+
+    def profile_of(self, device_id: str) -> DeviceProfile:
+        return self.profiles[device_id]
+
+
+def _format_loc(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
+    """Map every key path in the YAML document to its 1-based line."""
+    index: dict[tuple[str | int, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
+        index[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = (*path, str(key.value))
+                index[child] = key.start_mark.line + 1
+                walk(value, child)
+                index[child] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, i))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def _line_for(index: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
+    # pydantic inserts discriminator tags (e.g. 'potline', 'tcp') into loc; drop parts YAML does not have.
+    path: tuple[str | int, ...] = ()
+    best = index.get(())
+    for part in loc:
+        if (*path, part) in index:
+            path = (*path, part)
+            best = index[path]
+    return best
+
+
+_DISCRIMINATOR_TAGS = {"tcp", "rtu", "potline", "alumina_refinery", "cems_stack", "none", "o2_ref"}
+
+
+def _clean_loc(loc: tuple[str | int, ...], index: dict[tuple[str | int, ...], int]) -> tuple[str | int, ...]:
+    path: tuple[str | int, ...] = ()
+    for part in loc:
+        if (*path, part) in index:
+            path = (*path, part)
+        elif isinstance(part, str) and (part in _DISCRIMINATOR_TAGS or part.startswith("function-")):
+            continue  # pydantic's union tags are not keys of the YAML document
+        else:
+            path = (*path, part)
+    return path
+
+
+def _check_references(cfg: SiteConfig, base: Path) -> tuple[dict[str, DeviceProfile], list[Problem]]:
+    problems: list[Problem] = []
+    available: dict[str, DeviceProfile] = {}
+    search = [BUILTIN_PROFILES_DIR]
+    if cfg.profiles_dir is not None:
+        site_dir = (base / cfg.profiles_dir).resolve()
+        if not site_dir.is_dir():
+            problems.append(Problem("profiles_dir", f"directory {site_dir} does not exist"))
+        else:
+            search.append(site_dir)
+    for directory in search:  # site profiles win over built-in ones of the same name
+        try:
+            available.update(load_profiles(directory))
+        except (ValidationError, yaml.YAMLError) as exc:
+            problems.append(Problem("profiles_dir", f"a profile in {directory} is invalid: {exc}"))
+
+    profiles: dict[str, DeviceProfile] = {}
+    seen: set[str] = set()
+    for i, dev in enumerate(cfg.devices):
+        if dev.id in seen:
+            problems.append(Problem(f"devices[{i}].id", f"duplicate device id {dev.id!r}"))
+        seen.add(dev.id)
+        if dev.profile not in available:
+            known = ", ".join(sorted(available)) or "none"
+            problems.append(Problem(f"devices[{i}].profile", f"unknown profile {dev.profile!r} (known: {known})"))
+        else:
+            profiles[dev.id] = available[dev.profile]
+        if dev.timeout_s >= dev.poll_interval_s:
+            problems.append(
+                Problem(
+                    f"devices[{i}].timeout_s",
+                    f"timeout {dev.timeout_s} s must be shorter than poll_interval_s {dev.poll_interval_s} s",
+                )
+            )
+
+    def check_reading(path: str, ref: str, want_counter: bool | None = None) -> None:
+        device_id, quantity = ref.split(".", 1)
+        if device_id not in seen:
+            problems.append(Problem(path, f"unknown device {device_id!r}"))
+            return
+        prof = profiles.get(device_id)
+        if prof is None:
+            return  # already reported as unknown profile
+        try:
+            f = prof.field(quantity)
+        except KeyError:
+            problems.append(Problem(path, f"profile {prof.profile!r} of {device_id!r} has no quantity {quantity!r}"))
+            return
+        if want_counter is True and f.kind is not Kind.COUNTER:
+            problems.append(Problem(path, f"{ref} must be a counter (it is a {f.kind.value})"))
+
+    for i, unit in enumerate(cfg.process_units):
+        p = f"process_units[{i}]"
+        if isinstance(unit, Potline):
+            check_reading(f"{p}.ac_energy", unit.ac_energy, want_counter=True)
+            check_reading(f"{p}.metal_tapped", unit.metal_tapped, want_counter=True)
+            for name in ("line_current", "line_voltage"):
+                ref = getattr(unit, name)
+                if ref is not None:
+                    check_reading(f"{p}.{name}", ref)
+            for j, ref in enumerate(unit.auxiliary_energy):
+                check_reading(f"{p}.auxiliary_energy[{j}]", ref, want_counter=True)
+        elif isinstance(unit, AluminaRefinery):
+            check_reading(f"{p}.alumina_output", unit.alumina_output, want_counter=True)
+            for j, carrier in enumerate(unit.carriers):
+                check_reading(f"{p}.carriers[{j}].reading", carrier.reading, want_counter=True)
+        else:
+            for pollutant, ref in unit.pollutants.items():
+                check_reading(f"{p}.pollutants.{pollutant}", ref)
+            for name in ("o2", "moisture", "temperature", "pressure", "flow"):
+                ref = getattr(unit, name)
+                if ref is not None:
+                    check_reading(f"{p}.{name}", ref)
+    ids = [u.id for u in cfg.process_units]
+    for i, uid in enumerate(ids):
+        if ids.index(uid) != i:
+            problems.append(Problem(f"process_units[{i}].id", f"duplicate process unit id {uid!r}"))
+    return profiles, problems
+
+
+def _check_secrets(cfg: SiteConfig, environ: dict[str, str]) -> list[Problem]:
+    problems: list[Problem] = []
+    for conn_name in ("mqtt", "influxdb", "smtp"):
+        conn = getattr(cfg.connections, conn_name)
+        for key in ("username_env", "password_env"):
+            var = getattr(conn, key)
+            if var is not None and not environ.get(var):
+                problems.append(
+                    Problem(f"connections.{conn_name}.{key}", f"environment variable {var} is not set or empty")
+                )
+    return problems
+
+
+def load_site(path: Path, environ: dict[str, str] | None = None, check_secrets: bool = True) -> Site:
+    """Load and fully validate a site file; raise ``SiteConfigError`` listing every problem."""
+    path = Path(path)
+    env = dict(os.environ) if environ is None else environ
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SiteConfigError(path, [Problem("<file>", f"cannot read: {exc.strerror}")]) from exc
+    try:
+        data: Any = yaml.safe_load(text)
+        index = _line_index(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise SiteConfigError(path, [Problem("<yaml>", f"not valid YAML: {exc}", line)]) from exc
+    if not isinstance(data, dict):
+        raise SiteConfigError(path, [Problem("<root>", "the site file must be a YAML mapping", 1)])
+    try:
+        cfg = SiteConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = _clean_loc(tuple(err["loc"]), index)
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(Problem(_format_loc(loc) or "<root>", msg, _line_for(index, loc)))
+        raise SiteConfigError(path, problems) from exc
+
+    profiles, problems = _check_references(cfg, path.parent)
+    if check_secrets:
+        problems += _check_secrets(cfg, env)
+    if problems:
+        located = [Problem(p.path, p.message, _line_for(index, _parse_path(p.path))) for p in problems]
+        raise SiteConfigError(path, located)
+    return Site(config=cfg, profiles=profiles, path=path.resolve())
+
+
+def _parse_path(text: str) -> tuple[str | int, ...]:
+    parts: list[str | int] = []
+    for chunk in text.split("."):
+        name, *indices = chunk.split("[")
+        if name:
+            parts.append(name)
+        parts.extend(int(i.rstrip("]")) for i in indices)
+    return tuple(parts)
+
+
+def secret(var: str | None, environ: dict[str, str] | None = None) -> str | None:
+    """Read a secret named by the config. The value is never logged or echoed by alumon."""
+    if var is None:
+        return None
+    return (os.environ if environ is None else environ).get(var)

@@ -1,0 +1,63 @@
+"""Contract 4: the InfluxDB schema, in one place, and the line-protocol encoder every writer uses.
+
+Measurements (timestamps in ms; a point's identity is measurement + tags + time, so rewriting the same
+message or the same KPI evaluation overwrites instead of double-counting):
+
+``telemetry``   one point per reading
+    tags   site, device, quantity
+    fields value (float, absent when the device gave none), quality (string), seq (int), unit (string),
+           historical (bool), flags (string, comma-separated, absent when none)
+``kpi``         one point per KPI evaluation
+    tags   site, unit_process, kpi, window
+    fields value (float), unit (string), completeness (float 0..1), level (string), benchmark_met (bool),
+           estimated (bool), limit_source (string)
+``alerts``      one point per alert state change, shaped for Grafana annotations
+    tags   site, rule, unit_process, severity
+    fields incident (string), state (string), value (float), limit (float), limit_source (string),
+           text (string), start_ms (int), end_ms (int, 0 while open)
+``dead_letter`` one point per refused payload
+    tags   site, reason
+    fields topic (string), detail (string), payload_b64 (string, truncated), size (int)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+TELEMETRY = "telemetry"
+KPI = "kpi"
+ALERTS = "alerts"
+DEAD_LETTER = "dead_letter"
+
+FieldValue = float | int | bool | str
+
+
+def _escape_key(s: str) -> str:
+    return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _escape_measurement(s: str) -> str:
+    return s.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+
+
+def _field(value: FieldValue) -> str:
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("line protocol cannot carry NaN or infinity")
+        return repr(value)
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue | None], ts_ms: int) -> str:
+    """One line of InfluxDB line protocol (ms precision). Fields whose value is None are omitted."""
+    tag_part = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(tags.items()) if v != "")
+    field_part = ",".join(f"{_escape_key(k)}={_field(v)}" for k, v in fields.items() if v is not None)
+    if not field_part:
+        raise ValueError(f"{measurement}: a point needs at least one field")
+    return f"{_escape_measurement(measurement)}{tag_part} {field_part} {ts_ms}"

@@ -1,0 +1,1 @@
+"""Plant simulator: a pymodbus TCP server per device serving physically plausible values."""

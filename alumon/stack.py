@@ -1,0 +1,274 @@
+"""The local stack: a real mosquitto, a real influxd and an SMTP sink, each with its config in a run
+directory. Used by ``alumon stack up|down``, by ``alumon demo`` and by the pytest fixtures, so the tests
+run exactly what the demo runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import requests
+
+STATE_FILE = "stack.json"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def require_binary(name: str) -> str:
+    """Path of a server binary, or a loud error saying how to install it (tests must never skip)."""
+    path = shutil.which(name)
+    if path is None:
+        raise StackError(
+            f"`{name}` not found on PATH. Install it with: "
+            "sudo apt-get install -y --no-install-recommends mosquitto mosquitto-clients influxdb influxdb-client"
+            " (or run `make setup`)"
+        )
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"process exited with code {proc.returncode} before opening port {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise StackError(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_pid(pid: int, timeout_s: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Signal a process and wait for it to exit (SIGKILL after the timeout)."""
+    if not pid_alive(pid):
+        return
+    os.kill(pid, sig)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)  # reap if it is our child
+            if done == pid:
+                return
+        except ChildProcessError:
+            pass
+        if not pid_alive(pid):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class Server:
+    """A started server process and how to reach it."""
+
+    name: str
+    pid: int
+    port: int
+    run_dir: str
+    log: str
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        stop_pid(self.pid, timeout_s)
+
+    def kill(self) -> None:
+        stop_pid(self.pid, 5.0, signal.SIGKILL)
+
+
+def _spawn(name: str, argv: list[str], run_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    log = run_dir / f"{name}.stdout.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    return proc, log
+
+
+def start_mosquitto(run_dir: Path, port: int | None = None, extra_conf: str = "") -> Server:
+    binary = require_binary("mosquitto")
+    port = port or free_port()
+    base = run_dir / "mosquitto"
+    (base / "data").mkdir(parents=True, exist_ok=True)
+    conf = base / "mosquitto.conf"
+    # No trailing comments in mosquitto.conf (they become part of the value); see shared/environment.md §5.
+    conf.write_text(
+        "\n".join(
+            [
+                "per_listener_settings false",
+                f"listener {port} 127.0.0.1",
+                "allow_anonymous true",
+                "persistence true",
+                f"persistence_location {base / 'data'}/",
+                "autosave_interval 10",
+                f"log_dest file {base / 'mosquitto.log'}",
+                "log_type error",
+                "log_type warning",
+                "log_type notice",
+                "log_type information",
+                "connection_messages true",
+                f"pid_file {base / 'mosquitto.pid'}",
+                "user root",
+                "max_queued_messages 0",
+                "max_inflight_messages 20",
+                extra_conf,
+                "",
+            ]
+        )
+    )
+    proc, log = _spawn("mosquitto", [binary, "-c", str(conf)], base)
+    wait_for_port(port, 10.0, proc)
+    return Server("mosquitto", proc.pid, port, str(base), str(log))
+
+
+def start_influxd(run_dir: Path, port: int | None = None) -> Server:
+    binary = require_binary("influxd")
+    port = port or free_port()
+    rpc_port = free_port()
+    base = run_dir / "influxdb"
+    for sub in ("meta", "data", "wal"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    conf = base / "influxdb.conf"
+    conf.write_text(
+        f"""reporting-enabled = false
+bind-address = "127.0.0.1:{rpc_port}"
+
+[meta]
+  dir = "{base / 'meta'}"
+
+[data]
+  dir = "{base / 'data'}"
+  wal-dir = "{base / 'wal'}"
+  index-version = "inmem"
+  query-log-enabled = false
+
+[monitor]
+  store-enabled = false
+
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{port}"
+  auth-enabled = false
+  log-enabled = false
+
+[logging]
+  level = "warn"
+"""
+    )
+    proc, log = _spawn("influxd", [binary, "run", "-config", str(conf)], base)
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"influxd exited with code {proc.returncode}; see {log}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/ping", timeout=0.5).status_code == 204:
+                return Server("influxd", proc.pid, port, str(base), str(log))
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    stop_pid(proc.pid)
+    raise StackError(f"influxd did not answer /ping on port {port} within 30 s; see {log}")
+
+
+def start_smtp_sink(run_dir: Path, port: int | None = None) -> Server:
+    port = port or free_port()
+    base = run_dir / "smtp"
+    base.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "alumon.smtp_sink", "--port", str(port), "--maildir", str(base / "maildir")]
+    proc, log = _spawn("smtp", argv, base)
+    wait_for_port(port, 15.0, proc)
+    return Server("smtp", proc.pid, port, str(base), str(log))
+
+
+@dataclass
+class LocalStack:
+    run_dir: str
+    mosquitto: Server
+    influxd: Server
+    smtp: Server
+
+    @property
+    def maildir(self) -> Path:
+        return Path(self.smtp.run_dir) / "maildir"
+
+    def save(self) -> None:
+        (Path(self.run_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> LocalStack:
+        data = json.loads((run_dir / STATE_FILE).read_text())
+        return cls(
+            run_dir=data["run_dir"],
+            mosquitto=Server(**data["mosquitto"]),
+            influxd=Server(**data["influxd"]),
+            smtp=Server(**data["smtp"]),
+        )
+
+    def servers(self) -> list[Server]:
+        return [self.mosquitto, self.influxd, self.smtp]
+
+    def down(self) -> None:
+        for server in self.servers():
+            server.stop()
+        state = Path(self.run_dir) / STATE_FILE
+        state.unlink(missing_ok=True)
+
+
+def stack_up(run_dir: Path, mqtt_port: int | None = None, influx_port: int | None = None,
+             smtp_port: int | None = None) -> LocalStack:
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / STATE_FILE).exists():
+        old = LocalStack.load(run_dir)
+        if any(s.alive() for s in old.servers()):
+            raise StackError(f"a stack is already running from {run_dir}; run `alumon stack down` first")
+    started: list[Server] = []
+    try:
+        started.append(start_mosquitto(run_dir, mqtt_port))
+        started.append(start_influxd(run_dir, influx_port))
+        started.append(start_smtp_sink(run_dir, smtp_port))
+    except Exception:
+        for server in started:
+            server.stop()
+        raise
+    stack = LocalStack(str(run_dir), *started)
+    stack.save()
+    return stack
+
+
+def stack_down(run_dir: Path) -> LocalStack | None:
+    state = run_dir.resolve() / STATE_FILE
+    if not state.exists():
+        return None
+    stack = LocalStack.load(run_dir.resolve())
+    stack.down()
+    return stack

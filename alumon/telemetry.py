@@ -1,0 +1,157 @@
+"""Contract 3: the telemetry message and the MQTT topic tree (schema version 1).
+
+Topic tree (``alumon/v1/...``):
+
+* ``alumon/v1/{site}/{device}/telemetry``  one JSON message per device poll, QoS 1
+* ``alumon/v1/{site}/{device}/status``     retained agent/device status, also the MQTT last will
+* ``alumon/v1/{site}/alerts/{rule}``       retained alert state (contract 5)
+* ``alumon/v1/{site}/deadletter``          payloads ingest refused, with the reason
+
+Payload example::
+
+    {"v": 1, "site": "gx-demo", "device": "pl1-meter", "seq": 42, "ts": "2026-11-24T09:30:00.123Z",
+     "historical": false,
+     "readings": {"import_kwh": {"value": 123456.7, "quality": "good", "unit": "kWh"}}}
+
+``seq`` increases by one per message of a device and survives edge restarts (it is kept in the spool), so
+``(device, seq)`` identifies a message for exactly-once accounting; ``ts`` is the poll time (UTC, ms), which
+is also the InfluxDB timestamp, so a redelivered message overwrites itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA_VERSION = 1
+TOPIC_ROOT = "alumon/v1"
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+
+class Quality(StrEnum):
+    GOOD = "good"
+    BAD = "bad"  # device answered but the value is unusable (exception code, decode error)
+    STALE = "stale"  # device did not answer; value is the last good one or absent
+    OUT_OF_RANGE = "out_of_range"  # decoded fine but outside the profile's plausible range
+
+
+class Reading(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    value: float | None  # None when the device gave nothing usable
+    quality: Quality
+    unit: str = ""
+    flags: list[Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]] = []  # e.g. rollover, reset
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("value must be finite (NaN and infinity are refused)")
+        return v
+
+
+class TelemetryMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1]
+    site: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
+    device: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
+    seq: Annotated[int, Field(ge=0, lt=2**63)]
+    ts: datetime
+    historical: bool = False  # replayed from the edge spool after an outage: no live alerts
+    readings: Annotated[dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], Reading], Field(max_length=10000)]
+
+    @field_validator("ts")
+    @classmethod
+    def _utc(cls, ts: datetime) -> datetime:
+        if ts.tzinfo is None:
+            raise ValueError("ts must carry a UTC offset (e.g. 2026-11-24T09:30:00.123Z)")
+        return ts.astimezone(UTC)
+
+    @property
+    def ts_ms(self) -> int:
+        return round(self.ts.timestamp() * 1000)
+
+
+class TelemetryError(ValueError):
+    """A payload that is not a valid telemetry message; ``reason`` is short and machine-friendly."""
+
+    def __init__(self, reason: str, detail: str):
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+def telemetry_topic(site: str, device: str) -> str:
+    return f"{TOPIC_ROOT}/{site}/{device}/telemetry"
+
+
+def status_topic(site: str, device: str) -> str:
+    return f"{TOPIC_ROOT}/{site}/{device}/status"
+
+
+def alert_topic(site: str, rule: str) -> str:
+    return f"{TOPIC_ROOT}/{site}/alerts/{rule}"
+
+
+def deadletter_topic(site: str) -> str:
+    return f"{TOPIC_ROOT}/{site}/deadletter"
+
+
+def telemetry_subscription(site: str) -> str:
+    return f"{TOPIC_ROOT}/{site}/+/telemetry"
+
+
+def format_ts(ts: datetime) -> str:
+    """ISO 8601 UTC with millisecond precision and a Z suffix."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def encode(msg: TelemetryMessage) -> bytes:
+    body = msg.model_dump(mode="json", exclude_defaults=False)
+    body["ts"] = format_ts(msg.ts)
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed in telemetry")
+
+
+def decode(payload: bytes, topic: str | None = None) -> TelemetryMessage:
+    """Parse and validate a payload; raise ``TelemetryError`` with a clear reason otherwise."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise TelemetryError("oversized", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TelemetryError("not_utf8", str(exc)) from exc
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        reason = "non_finite" if "not allowed" in str(exc) else "not_json"
+        raise TelemetryError(reason, str(exc)) from exc
+    if not isinstance(data, dict):
+        raise TelemetryError("not_object", f"payload is a JSON {type(data).__name__}, not an object")
+    if data.get("v") != SCHEMA_VERSION:
+        raise TelemetryError("wrong_version", f"schema version {data.get('v')!r}, expected {SCHEMA_VERSION}")
+    try:
+        msg = TelemetryMessage.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise TelemetryError("invalid", f"{where}: {first['msg']} ({exc.error_count()} error(s))") from exc
+    if topic is not None:
+        expected = telemetry_topic(msg.site, msg.device)
+        if topic != expected:
+            raise TelemetryError("topic_mismatch", f"payload is for {expected}, arrived on {topic}")
+    return msg
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,1 @@
+"""Analytics: KPI engine (numpy), limit tables, alert state machine, notifiers."""

@@ -1,0 +1,1 @@
+"""Edge agent: Modbus polling, decoding, disk spool, MQTT publishing."""

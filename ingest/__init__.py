@@ -1,0 +1,1 @@
+"""Ingest: MQTT consumer, validation, line protocol, batched InfluxDB writes, dead letters."""

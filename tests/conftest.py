@@ -1,0 +1,87 @@
+"""Real servers for the tests: mosquitto, influxd and an SMTP sink, each on a free 127.0.0.1 port with its
+own temporary run directory, started through the same code as `alumon stack up` and stopped afterwards.
+
+A missing binary fails the run loudly (StackError): tests never skip because a server is absent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import mailbox
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from alumon.influx import InfluxClient
+from alumon.stack import Server, start_influxd, start_mosquitto, start_smtp_sink
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_SITE = REPO / "examples" / "guangxi-demo" / "site.yaml"
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_influxd(tmp_path_factory.mktemp("influxd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_sink(tmp_path: Path) -> Iterator[Server]:
+    server = start_smtp_sink(tmp_path / "smtp-run")
+    yield server
+    server.stop()
+
+
+def maildir_messages(server: Server) -> list[Any]:
+    """Every message the SMTP sink stored (Maildir keys start with the delivery time)."""
+    box = mailbox.Maildir(str(Path(server.run_dir) / "maildir"), create=False)
+    return [box[key] for key in sorted(box.keys())]
+
+
+@pytest.fixture
+def influx_db(influxd: Server) -> Iterator[InfluxClient]:
+    """A fresh, empty database on the shared influxd."""
+    name = f"t{os.getpid()}_{next(_db_counter)}"
+    client = InfluxClient(f"http://127.0.0.1:{influxd.port}", name)
+    client.create_database()
+    yield client
+    client.close()
+
+
+def write_site(path: Path, base: Path = EXAMPLE_SITE, **overrides: Any) -> Path:
+    """Write a copy of a site file with top-level keys (or dotted keys like connections.mqtt) replaced."""
+    data = yaml.safe_load(base.read_text(encoding="utf-8"))
+    for dotted, value in overrides.items():
+        node = data
+        keys = dotted.split("__")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def site_file(tmp_path: Path, mosquitto: Server, influxd: Server, smtp_sink: Server,
+              influx_db: InfluxClient) -> Path:
+    """The example site wired to this test's servers and database (Modbus ports unchanged)."""
+    return write_site(
+        tmp_path / "site.yaml",
+        connections__mqtt={"host": "127.0.0.1", "port": mosquitto.port},
+        connections__influxdb={"url": f"http://127.0.0.1:{influxd.port}", "database": influx_db.database},
+        connections__smtp={"host": "127.0.0.1", "port": smtp_sink.port, "security": "none",
+                           "sender": "alumon@gx-demo.example"},
+    )
