@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from alumon.influx import InfluxClient
-from alumon.stack import Server, start_influxd, start_mosquitto, start_smtp_sink
+from alumon.stack import Server, free_port, start_influxd, start_mosquitto, start_smtp_sink
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_SITE = REPO / "examples" / "guangxi-demo" / "site.yaml"
@@ -61,9 +61,16 @@ def influx_db(influxd: Server) -> Iterator[InfluxClient]:
     client.close()
 
 
-def write_site(path: Path, base: Path = EXAMPLE_SITE, **overrides: Any) -> Path:
-    """Write a copy of a site file with top-level keys (or dotted keys like connections.mqtt) replaced."""
+def write_site(path: Path, base: Path = EXAMPLE_SITE, *, free_device_ports: bool = True, **overrides: Any) -> Path:
+    """Write a copy of a site file with keys replaced (``connections__mqtt=...`` sets connections.mqtt).
+
+    With ``free_device_ports`` every TCP device gets a free local port, so tests running side by side never
+    fight over the simulator's ports."""
     data = yaml.safe_load(base.read_text(encoding="utf-8"))
+    if free_device_ports:
+        for dev in data["devices"]:
+            if dev["transport"]["type"] == "tcp":
+                dev["transport"]["port"] = free_port()
     for dotted, value in overrides.items():
         node = data
         keys = dotted.split("__")
@@ -77,7 +84,7 @@ def write_site(path: Path, base: Path = EXAMPLE_SITE, **overrides: Any) -> Path:
 @pytest.fixture
 def site_file(tmp_path: Path, mosquitto: Server, influxd: Server, smtp_sink: Server,
               influx_db: InfluxClient) -> Path:
-    """The example site wired to this test's servers and database (Modbus ports unchanged)."""
+    """The example site wired to this test's servers and database, devices on free ports."""
     return write_site(
         tmp_path / "site.yaml",
         connections__mqtt={"host": "127.0.0.1", "port": mosquitto.port},
