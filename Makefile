@@ -1,0 +1,49 @@
+# alumon: the two commands in README.md are `make demo` and `make test`; both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client mbpoll socat
+SCENARIO ?= energy-drift
+DURATION ?= 120
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps venv demo test lint lock clean
+
+setup: system-deps venv
+
+# Debian packages: the real broker, database and Modbus/serial tools the demo and the tests run against.
+system-deps:
+	@missing=""; for b in mosquitto mosquitto_sub influxd influx mbpoll socat; do \
+	  command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages (missing:$$missing)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+$(BIN)/python:
+	$(shell command -v $(PYTHON) || echo python3) -m venv $(VENV)
+
+# Locked Python dependencies, then alumon itself (editable, no further resolution).
+venv: $(BIN)/python
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+
+demo: setup
+	$(BIN)/alumon demo --site examples/guangxi-demo/site.yaml --scenario $(SCENARIO) --duration $(DURATION) \
+	  --summary run/demo-summary.json
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy alumon edge ingest analytics tests
+
+lock: venv
+	$(BIN)/python -m pip freeze --exclude-editable | sed '1i # Exact versions installed by `make setup` (pip install -r requirements.lock). Regenerate with `make lock`.' > requirements.lock
+
+clean:
+	rm -rf run .pytest_cache .mypy_cache .ruff_cache
