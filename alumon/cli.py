@@ -126,8 +126,8 @@ def stack_up_cmd(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     for s in stack.servers():
-        Console().print(f"{s.name:10} pid {s.pid:7}  127.0.0.1:{s.port}  log {s.log}")
-    Console().print(f"mail is stored in {stack.maildir}")
+        print(f"{s.name:10} pid {s.pid:7}  127.0.0.1:{s.port}  log {s.log}")
+    print(f"mail is stored in {stack.maildir}")
 
 
 @stack_app.command("down")

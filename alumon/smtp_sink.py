@@ -7,7 +7,6 @@ Run: ``python -m alumon.smtp_sink --port 18025 --maildir RUN/mail``. Each messag
 from __future__ import annotations
 
 import argparse
-import mailbox
 import signal
 import threading
 from pathlib import Path
@@ -17,8 +16,9 @@ from aiosmtpd.handlers import Mailbox
 
 
 def serve(host: str, port: int, maildir: Path) -> None:
-    maildir.mkdir(parents=True, exist_ok=True)
-    mailbox.Maildir(str(maildir), create=True)
+    maildir.parent.mkdir(parents=True, exist_ok=True)
+    for sub in ("tmp", "new", "cur"):  # Maildir(create=True) skips these when the directory already exists
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
     controller = Controller(Mailbox(maildir), hostname=host, port=port)
     controller.start()
     stop = threading.Event()

@@ -5,10 +5,12 @@ simulator (Modbus TCP) -> edge -> mosquitto -> ingest -> influxd -> analytics ->
 from __future__ import annotations
 
 import json
-import mailbox
 import subprocess
 import sys
 from datetime import datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +91,14 @@ def test_energy_alert_reaches_mqtt_influxdb_and_mailbox(drift: dict[str, Any]) -
     assert any(m["id"] == incident and m["state"] == "firing" for m in drift["alerts_on_mqtt"])
     emails = [e for e in drift["emails"] if "13350" in e["subject"] or "13 350" in e["subject"]]
     assert emails, drift["emails"]
-    msg = mailbox.MaildirMessage(Path(emails[0]["path"]).read_bytes())
-    body = b"".join(p.get_payload(decode=True) or b"" for p in msg.walk() if not p.is_multipart()).decode()
+    body = "".join(part.get_content() for part in _text_parts(Path(emails[0]["path"])))
     assert "GB 21346-2022" in body
+
+
+def _text_parts(path: Path) -> list[EmailMessage]:
+    msg = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+    assert isinstance(msg, EmailMessage)
+    return [p for p in msg.walk() if p.get_content_type() in ("text/plain", "text/html")]
 
 
 def test_normal_scenario_fires_no_energy_alert(normal: dict[str, Any]) -> None:
