@@ -23,7 +23,7 @@ stack_app = typer.Typer(help="Local mosquitto + influxd + SMTP sink for demos an
 app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 SiteOption = Annotated[Path, typer.Option("--site", help="site YAML file", exists=True, dir_okay=False)]
 
 
