@@ -1,0 +1,196 @@
+"""A deterministic physical model of the example plant: potlines, a Bayer refinery, CEMS stacks.
+
+The model advances in wall-clock seconds and yields the *engineering* value of every (device, quantity)
+the site binds to a process unit; the server encodes them into registers with the device's profile.
+
+Physics (standards.md §7.1, §1.3):
+* potline: series voltage U = cells × U_cell + busbar drop; DC power = I·U; AC power = DC / η_rectifier;
+  aluminium produced = I[kA] × 0.33557 kg/(kA·h) × cells × CE. So AC kWh/t = U / (η · 0.33557 · cells · CE)
+  × 1000, independent of the current. The metal-tapped total advances smoothly (simplification: the real
+  crucible scale steps by 1-4 t per tapping; a smooth total keeps short demo windows meaningful).
+* refinery: fixed consumption per tonne of alumina of each energy carrier (about 325 kgce/t, Bayer level 1).
+* CEMS: analyser values with noise; scenarios move them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from alumon.config import AluminaRefinery, CemsStack, Potline, Site
+from alumon.profiles import Kind
+
+FARADAY_KG_PER_KAH = 0.33557  # kg Al per kA·h per cell at CE = 1 (limits.yaml energy.faraday)
+RECTIFIER_EFFICIENCY = 0.985
+BUSBAR_DROP_V = 20.0
+SCENARIOS = ("normal", "energy-drift", "emission-exceedance")
+
+# Normal cell voltage chosen so AC kWh/t sits just below the NDRC benchmark (13 000) and near level 1.
+NORMAL_CELL_V = 3.90
+DRIFT_START_S = 20.0
+DRIFT_RAMP_S = 45.0
+DRIFT_CELL_V_RISE = 0.30  # volts per cell at the end of the ramp
+DRIFT_CE_DROP = 0.02  # current efficiency lost at the end of the ramp
+
+REFINERY_T_PER_H = 228.0
+REFINERY_PER_TONNE = {  # per tonne of alumina
+    "electricity_kwh": 250.0,
+    "natural_gas_nm3": 80.0,
+    "steam_t": 1.2,
+    "coal_t": 0.06,
+}
+POTROOM_AUX_KWH_PER_T = 300.0
+EXCEEDANCE_START_S = 20.0
+
+
+@dataclass
+class Ref:
+    device: str
+    quantity: str
+
+    @classmethod
+    def parse(cls, path: str) -> Ref:
+        device, quantity = path.split(".", 1)
+        return cls(device, quantity)
+
+
+@dataclass
+class PlantModel:
+    """Holds every simulated quantity; ``step`` advances it to wall-clock time ``now``."""
+
+    site: Site
+    scenario: str
+    seed: int = 42
+    values: dict[tuple[str, str], float] = field(default_factory=dict)
+    _t0: float | None = None
+    _last: float | None = None
+    _rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.scenario!r}; valid: {', '.join(SCENARIOS)}")
+        self._rng = random.Random(self.seed)
+        # Counters start at a seeded, non-zero offset; gauges at zero until the first step.
+        for device in self.site.config.devices:
+            for f in self.site.profile_of(device.id).fields:
+                start = self._rng.uniform(1e4, 1e6) if f.kind is Kind.COUNTER else 0.0
+                self.values[(device.id, f.name)] = start
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+
+    def _noise(self, sigma: float) -> float:
+        return self._rng.gauss(0.0, sigma)
+
+    def _set(self, path: str | None, value: float) -> None:
+        if path is not None:
+            ref = Ref.parse(path)
+            self.values[(ref.device, ref.quantity)] = value
+
+    def _add(self, path: str | None, delta: float) -> None:
+        if path is not None:
+            ref = Ref.parse(path)
+            self.values[(ref.device, ref.quantity)] = self.values.get((ref.device, ref.quantity), 0.0) + delta
+
+    def _drift(self, elapsed: float) -> float:
+        """0 before the drift, rising linearly to 1 at the end of the ramp."""
+        if self.scenario != "energy-drift":
+            return 0.0
+        return min(1.0, max(0.0, (elapsed - DRIFT_START_S) / DRIFT_RAMP_S))
+
+    # -- the model -------------------------------------------------------------------------------------------
+
+    def step(self, now: float) -> None:
+        if self._t0 is None:
+            self._t0 = self._last = now
+        assert self._last is not None
+        dt = max(0.0, now - self._last)
+        self._last = now
+        elapsed = now - self._t0
+        potline_index = 0
+        total_metal_t = 0.0
+        for unit in self.site.config.process_units:
+            if isinstance(unit, Potline):
+                total_metal_t += self._potline(unit, potline_index, elapsed, dt)
+                potline_index += 1
+            elif isinstance(unit, AluminaRefinery):
+                self._refinery(unit, dt)
+            elif isinstance(unit, CemsStack):
+                self._stack(unit, elapsed)
+        for unit in self.site.config.process_units:
+            if isinstance(unit, Potline):
+                for aux in unit.auxiliary_energy:  # potroom auxiliaries scale with the whole smelter's output
+                    self._add(aux, POTROOM_AUX_KWH_PER_T * total_metal_t)
+                    self._set_aux_gauges(aux, POTROOM_AUX_KWH_PER_T * total_metal_t, dt)
+
+    def _potline(self, unit: Potline, index: int, elapsed: float, dt: float) -> float:
+        drift = self._drift(elapsed) if index == 0 else 0.0
+        current_ka = 400.0 + 100.0 * index + self._noise(0.3)
+        cell_v = NORMAL_CELL_V + DRIFT_CELL_V_RISE * drift + self._noise(0.002)
+        ce = unit.current_efficiency - DRIFT_CE_DROP * drift
+        series_v = unit.cells * cell_v + BUSBAR_DROP_V
+        ac_kw = current_ka * series_v / RECTIFIER_EFFICIENCY  # kA × V = kW
+        metal_t = current_ka * FARADAY_KG_PER_KAH * unit.cells * ce * dt / 3600.0 / 1000.0
+        self._add(unit.ac_energy, ac_kw * dt / 3600.0)
+        self._add(unit.metal_tapped, metal_t)
+        self._set(unit.line_current, current_ka)
+        self._set(unit.line_voltage, series_v)
+        if unit.line_current is not None:
+            rect = Ref.parse(unit.line_current).device
+            self.values[(rect, "cells_in_circuit")] = float(unit.cells)
+            self.values[(rect, "dc_energy_mwh")] = self.values.get((rect, "dc_energy_mwh"), 0.0) + (
+                current_ka * series_v * dt / 3600.0 / 1000.0)
+        meter = Ref.parse(unit.ac_energy).device
+        self.values[(meter, "active_power_kw")] = ac_kw
+        self.values[(meter, "power_factor")] = 0.95 + self._noise(0.002)
+        self.values[(meter, "frequency_hz")] = 50.0 + self._noise(0.01)
+        scale = Ref.parse(unit.metal_tapped).device
+        self.values[(scale, "last_crucible_t")] = 3.0 + self._noise(0.05)
+        return metal_t
+
+    def _set_aux_gauges(self, path: str, kwh: float, dt: float) -> None:
+        device = Ref.parse(path).device
+        power_w = kwh / dt * 3600.0 * 1000.0 if dt > 0 else 0.0
+        self.values[(device, "total_power_w")] = power_w
+        for phase in ("l1", "l2", "l3"):
+            self.values[(device, f"voltage_{phase}")] = 230.0 + self._noise(0.5)
+            self.values[(device, f"current_{phase}")] = power_w / 3 / 230.0 / 1000.0  # CT secondary-ish, A
+        self.values[(device, "frequency_hz")] = 50.0 + self._noise(0.01)
+
+    def _refinery(self, unit: AluminaRefinery, dt: float) -> None:
+        alumina_t = REFINERY_T_PER_H * dt / 3600.0
+        self._add(unit.alumina_output, alumina_t)
+        by_quantity = {
+            "import_kwh": REFINERY_PER_TONNE["electricity_kwh"],
+            "natural_gas_nm3": REFINERY_PER_TONNE["natural_gas_nm3"],
+            "steam_t": REFINERY_PER_TONNE["steam_t"],
+            "coal_t": REFINERY_PER_TONNE["coal_t"],
+        }
+        for carrier in unit.carriers:
+            per_t = by_quantity.get(Ref.parse(carrier.reading).quantity, 0.0)
+            self._add(carrier.reading, per_t * alumina_t)
+            if Ref.parse(carrier.reading).quantity == "import_kwh":
+                self._set_aux_gauges(carrier.reading, per_t * alumina_t, dt)
+        totaliser = Ref.parse(unit.alumina_output).device
+        self.values[(totaliser, "natural_gas_nm3_h")] = REFINERY_T_PER_H * REFINERY_PER_TONNE["natural_gas_nm3"]
+        self.values[(totaliser, "steam_t_h")] = REFINERY_T_PER_H * REFINERY_PER_TONNE["steam_t"]
+
+    def _stack(self, unit: CemsStack, elapsed: float) -> None:
+        potroom = unit.source_type.value == "potroom_gas_treatment"
+        exceed = (self.scenario == "emission-exceedance" and not potroom
+                  and elapsed >= EXCEEDANCE_START_S)
+        so2 = (50.0 if exceed else 20.0) + self._noise(0.8)
+        base = {
+            "so2": so2,
+            "pm": (3.0 if potroom else 5.0) + self._noise(0.2),
+            "nox": (5.0 if potroom else 60.0) + self._noise(1.0),
+            "fluoride_as_F": (0.3 if potroom else 0.05) + self._noise(0.02),
+        }
+        for pollutant, path in unit.pollutants.items():
+            self._set(path, max(0.0, base[pollutant]))
+        self._set(unit.o2, (20.6 if potroom else 4.0) + self._noise(0.05))
+        self._set(unit.moisture, (2.0 if potroom else 25.0) + self._noise(0.1))
+        self._set(unit.temperature, (95.0 if potroom else 160.0) + self._noise(0.3))
+        self._set(unit.pressure, 101.0 + self._noise(0.05))
+        self._set(unit.flow, (2.5e6 if potroom else 6.0e5) * (1 + self._noise(0.005)))
+        device = Ref.parse(next(iter(unit.pollutants.values()))).device
+        self.values[(device, "das_flag")] = 0.0  # N: normal

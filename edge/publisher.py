@@ -1,0 +1,150 @@
+"""MQTT side of the edge: publishes spooled messages at QoS 1 and deletes each from the spool on PUBACK.
+
+paho's network thread owns the connection and reconnects with back-off; a pump thread feeds the spool to it
+with a bounded window of unacknowledged messages, so a long outage is replayed in order and paced instead
+of being dumped into paho's memory at once. A message replayed long after its poll is re-marked
+``historical`` so analytics updates KPIs from it without firing live alerts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from alumon.config import MqttConnection
+from alumon.mqtt import connect, make_client
+from alumon.telemetry import format_ts, status_topic, utc_now
+from edge.spool import Spool, SpooledMessage
+
+log = logging.getLogger("alumon.edge.publisher")
+WINDOW = 200  # unacknowledged messages handed to paho at once
+HISTORICAL_AFTER_S = 10.0
+AGENT_ID = "edge"  # status topic alumon/v1/{site}/edge/status carries the agent's own state and last will
+
+
+def mark_historical(payload: bytes) -> bytes:
+    body = json.loads(payload)
+    if body.get("historical"):
+        return payload
+    body["historical"] = True
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class Publisher:
+    def __init__(self, site_id: str, conn: MqttConnection, spool: Spool):
+        self.site_id = site_id
+        self.spool = spool
+        self.published = 0
+        self.acked = 0
+        # (paho message info, spool id), oldest first. PUBACKs are read from the info objects by the pump
+        # thread, never inside paho's callback: paho holds its own locks there, and mids wrap around.
+        self._inflight: list[tuple[mqtt.MQTTMessageInfo, int]] = []
+        self._last_sent_id = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self.client = make_client(conn, client_id=f"alumon-edge-{site_id}")
+        self.client.max_inflight_messages_set(WINDOW)
+        self.client.will_set(status_topic(site_id, AGENT_ID), self._status("offline", "connection lost"),
+                             qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self._conn = conn
+        self._pump = threading.Thread(target=self._pump_loop, name="edge-pump", daemon=True)
+
+    def _status(self, state: str, reason: str = "") -> bytes:
+        return json.dumps({"state": state, "reason": reason, "ts": format_ts(utc_now()),
+                           "spool_depth": self.spool.depth(), "spool_dropped": self.spool.dropped}).encode()
+
+    def start(self) -> None:
+        connect(self.client, self._conn, persistent=True)
+        self.client.loop_start()
+        self._pump.start()
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason_code: Any, _p: Any) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused connection: %s", reason_code)
+            return
+        log.info("connected to broker (session present: %s)", flags.session_present)
+        client.publish(status_topic(self.site_id, AGENT_ID), self._status("online"), qos=1, retain=True)
+        with self._lock:
+            # paho re-sends what it still holds; the pump continues after the newest of those.
+            self._last_sent_id = max((sid for _, sid in self._inflight), default=0)
+        self._connected.set()
+        self._wake.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason_code: Any, _p: Any) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("disconnected from broker: %s (spool depth %d)", reason_code, self.spool.depth())
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
+        self._wake.set()
+
+    def _collect_acks(self) -> None:
+        with self._lock:
+            acked = [sid for info, sid in self._inflight if info.is_published()]
+            self._inflight = [(info, sid) for info, sid in self._inflight if not info.is_published()]
+        for sid in acked:
+            self.spool.remove(sid)  # the broker has it: only now may it leave the spool
+        self.acked += len(acked)
+
+    def notify(self) -> None:
+        """A new message is in the spool."""
+        self._wake.set()
+
+    def publish_status(self, device: str, body: dict[str, Any]) -> None:
+        self.client.publish(status_topic(self.site_id, device), json.dumps(body).encode(), qos=1, retain=True)
+
+    def _pump_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            self._collect_acks()
+            if not self._connected.is_set():
+                continue
+            with self._lock:
+                room = WINDOW - len(self._inflight)
+                last = self._last_sent_id
+            if room <= 0:
+                continue
+            for msg in self.spool.after(last, room):
+                self._send(msg)
+
+    def _send(self, msg: SpooledMessage) -> None:
+        payload = msg.payload
+        if time.time() - msg.poll_ms / 1000.0 > HISTORICAL_AFTER_S:
+            payload = mark_historical(payload)
+        info = self.client.publish(msg.topic, payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return  # not connected any more: the message stays in the spool
+        with self._lock:
+            self._inflight.append((info, msg.id))
+            self._last_sent_id = max(self._last_sent_id, msg.id)
+            self.published += 1
+
+    def stop(self, drain_s: float = 2.0) -> None:
+        deadline = time.monotonic() + drain_s
+        while time.monotonic() < deadline and self._connected.is_set():
+            self._collect_acks()
+            with self._lock:
+                if not self._inflight and not self.spool.after(self._last_sent_id, 1):
+                    break
+            self._wake.set()
+            time.sleep(0.05)
+        self._stop.set()
+        self._wake.set()
+        self._pump.join(timeout=2)
+        if self._connected.is_set():
+            info = self.client.publish(status_topic(self.site_id, AGENT_ID), self._status("offline", "stopped"),
+                                       qos=1, retain=True)
+            info.wait_for_publish(timeout=2)
+        self.client.disconnect()
+        self.client.loop_stop()

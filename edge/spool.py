@@ -1,0 +1,96 @@
+"""Crash-safe store-and-forward: every message is committed to SQLite (WAL) before it is published and
+deleted only after the broker's PUBACK. The per-device sequence number lives here too, committed in the
+same transaction as the message, so a restart never reuses or skips a number.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MAX_ROWS = 1_000_000
+
+
+@dataclass(frozen=True)
+class SpooledMessage:
+    id: int
+    device: str
+    seq: int
+    poll_ms: int
+    topic: str
+    payload: bytes
+
+
+class Spool:
+    def __init__(self, path: Path, max_rows: int = DEFAULT_MAX_ROWS):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_rows = max_rows
+        self.dropped = 0  # oldest messages dropped because the spool was full (policy: drop oldest)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, device TEXT NOT NULL,"
+            " seq INTEGER NOT NULL, poll_ms INTEGER NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL)"
+        )
+        self._db.execute("CREATE TABLE IF NOT EXISTS seqs (device TEXT PRIMARY KEY, last_seq INTEGER NOT NULL)")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def append(self, device: str, poll_ms: int, build: Callable[[int], tuple[str, bytes]]) -> SpooledMessage:
+        """Allocate the device's next seq, build the message with it and commit both atomically."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT last_seq FROM seqs WHERE device = ?", (device,)).fetchone()
+                seq = 0 if row is None else int(row[0]) + 1
+                topic, payload = build(seq)
+                cur = self._db.execute(
+                    "INSERT INTO outbox (device, seq, poll_ms, topic, payload) VALUES (?, ?, ?, ?, ?)",
+                    (device, seq, poll_ms, topic, payload),
+                )
+                self._db.execute(
+                    "INSERT INTO seqs (device, last_seq) VALUES (?, ?) "
+                    "ON CONFLICT(device) DO UPDATE SET last_seq = excluded.last_seq", (device, seq))
+                excess = self._depth() - self.max_rows
+                if excess > 0:
+                    self._db.execute(
+                        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)", (excess,))
+                    self.dropped += excess
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            assert cur.lastrowid is not None
+            return SpooledMessage(cur.lastrowid, device, seq, poll_ms, topic, payload)
+
+    def after(self, last_id: int, limit: int) -> list[SpooledMessage]:
+        """Spooled messages with id > last_id, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, device, seq, poll_ms, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                (last_id, limit),
+            ).fetchall()
+        return [SpooledMessage(int(r[0]), r[1], int(r[2]), int(r[3]), r[4], bytes(r[5])) for r in rows]
+
+    def remove(self, message_id: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+
+    def _depth(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def depth(self) -> int:
+        with self._lock:
+            return self._depth()
+
+    def oldest_poll_ms(self) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT min(poll_ms) FROM outbox").fetchone()
+        return None if row[0] is None else int(row[0])
