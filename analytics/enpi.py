@@ -1,0 +1,60 @@
+"""Energy performance indicators (numpy): ratios of metered counters over a window, with completeness.
+
+Counter deltas come from consecutive good samples only. A step backwards (meter reset or replacement, or a
+rollover the edge did not unwrap) contributes nothing rather than a huge negative or positive delta, and a
+gap longer than ``max_gap_ms`` adds neither energy nor coverage: gaps lower completeness, they never invent
+energy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from analytics.limits import Limit, Limits
+
+
+@dataclass(frozen=True)
+class CounterDelta:
+    delta: float
+    covered_ms: int
+
+
+def counter_delta(t_ms: npt.NDArray[np.int64], values: npt.NDArray[np.float64], max_gap_ms: int) -> CounterDelta:
+    if len(t_ms) < 2:
+        return CounterDelta(0.0, 0)
+    dt = np.diff(t_ms)
+    dv = np.diff(values)
+    usable = (dt <= max_gap_ms) & (dv >= 0)
+    return CounterDelta(float(dv[usable].sum()), int(dt[dt <= max_gap_ms].sum()))
+
+
+@dataclass(frozen=True)
+class RatioResult:
+    value: float | None  # None when the denominator did not move
+    numerator: float
+    denominator: float
+    completeness: float  # 0..1, share of the window covered by good data on both sides
+
+
+def ratio(num: CounterDelta, den: CounterDelta, window_ms: int) -> RatioResult:
+    completeness = min(num.covered_ms, den.covered_ms) / window_ms if window_ms > 0 else 0.0
+    value = num.delta / den.delta if den.delta > 0 else None
+    return RatioResult(value, num.delta, den.delta, min(1.0, completeness))
+
+
+@dataclass(frozen=True)
+class Classification:
+    level: str  # level1 | level2 | level3 | above_level3 (the best GB 21346-2022 level met; comparison ≤)
+    benchmark_met: bool  # ≤ NDRC benchmark (标杆)
+    limit_source: str
+
+
+def classify_al_liquid_ac(value: float, limits: Limits) -> Classification:
+    levels: list[Limit] = [limits.al_liquid_ac_level(n) for n in (1, 2, 3)]
+    level = next((f"level{n}" for n, lim in zip((1, 2, 3), levels, strict=True) if value <= lim.value),
+                 "above_level3")
+    benchmark = limits.ndrc("benchmark")
+    return Classification(level, value <= benchmark.value, f"{levels[0].source}; {benchmark.source}")

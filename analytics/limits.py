@@ -1,0 +1,91 @@
+"""Limit tables as data: ``alumon/data/limits.yaml`` (figures with their source) plus the site's overrides.
+
+Every lookup returns a ``Limit`` carrying a readable source (standard, clause, edition, status), which goes
+into every KPI row and alert. Nothing numeric about the regulation is written in Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from alumon.config import LimitOverride, SiteConfig
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str  # e.g. "GB 21346-2022 level 3"
+    value: float
+    unit: str
+    source: str  # e.g. "GB 21346-2022 ..., §4.1 Table 1 (2022 ...), to_verify"
+
+
+class LimitError(KeyError):
+    pass
+
+
+def load_limits_data() -> dict[str, Any]:
+    text = resources.files("alumon").joinpath("data/limits.yaml").read_text(encoding="utf-8")
+    data: dict[str, Any] = yaml.safe_load(text)["limits"]
+    return data
+
+
+def _get(data: dict[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise LimitError(f"no limit {dotted!r} in limits.yaml (stopped at {part!r})")
+        node = node[part]
+    return node
+
+
+def _source_text(block: dict[str, Any], status: str | None) -> str:
+    src = block.get("source", {})
+    parts = [src.get("standard", "unknown source"), src.get("clause", ""), f"({src.get('edition', '')})"]
+    text = " ".join(p for p in parts if p and p != "()")
+    return f"{text}, {status}" if status else text
+
+
+class Limits:
+    def __init__(self, overrides: list[LimitOverride] | tuple[LimitOverride, ...] = ()):
+        self.data = load_limits_data()
+        self.overrides = {o.key: o for o in overrides}
+
+    @classmethod
+    def for_site(cls, config: SiteConfig) -> Limits:
+        return cls(config.limits_overrides)
+
+    def value(self, key: str, table: str, name: str, unit: str, status: str | None = None) -> Limit:
+        """Look up ``key`` (dotted, under ``limits:``); ``table`` is the dotted block whose ``source`` applies."""
+        if key in self.overrides:
+            o = self.overrides[key]
+            return Limit(name, o.value, unit, f"{o.source} (site override of {key}), {o.status}")
+        raw = _get(self.data, key)
+        value = raw["value"] if isinstance(raw, dict) else raw
+        if value is None:
+            raise LimitError(f"limit {key!r} has no value in limits.yaml (unknown); set a site override")
+        block = _get(self.data, table)
+        return Limit(name, float(value), unit, _source_text(block, status or block.get("status")))
+
+    # -- the lookups analytics uses ---------------------------------------------------------------------------
+
+    def al_liquid_ac_level(self, level: int) -> Limit:
+        key = f"energy.gb21346_2022.electrolytic_aluminium.al_liquid_ac.level{level}"
+        entry = _get(self.data, "energy.gb21346_2022.electrolytic_aluminium.al_liquid_ac")
+        return self.value(key, "energy.gb21346_2022", f"GB 21346-2022 level {level}", "kWh/t", entry.get("status"))
+
+    def ndrc(self, which: str) -> Limit:
+        """``benchmark`` (标杆, 13 000) or ``baseline`` (基准, 13 350) for 铝液交流电耗."""
+        key = f"energy.ndrc_benchmark.electrolytic_aluminium_al_liquid_ac.{which}"
+        label = {"benchmark": "NDRC benchmark 标杆", "baseline": "NDRC baseline 基准"}[which]
+        return self.value(key, "energy.ndrc_benchmark", label, "kWh/t")
+
+    def ultra_low(self, pollutant: str) -> Limit:
+        key = f"emissions.ultra_low_defaults.{pollutant}"
+        return self.value(key, "emissions.ultra_low_defaults", f"ultra-low {pollutant}", "mg/m3")
+
+    def faraday_kg_per_kah(self) -> float:
+        return float(_get(self.data, "energy.faraday.al_kg_per_kAh"))

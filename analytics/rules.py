@@ -1,0 +1,115 @@
+"""Alert rules and their state machine: pending -> firing -> resolved, one incident id per episode.
+
+A rule fires when its KPI stays above the limit for ``pending_s``; it resolves only when the KPI falls below
+``limit × reset_ratio`` (hysteresis), so a value hovering at the limit does not flap. KPIs below the
+required completeness are not evaluated, and data replayed from an edge spool (historical) never fires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from alumon.alert import Alert, AlertState, Audience, Severity
+from analytics.kpis import KpiRow
+from analytics.limits import Limit, Limits
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    kpi: str  # which KPI rows it watches
+    severity: Severity
+    audience: Audience
+    limit: Callable[[Limits], Limit]
+    reset_ratio: float
+    description_zh: str
+    description_en: str
+
+
+DEFAULT_RULES = (
+    Rule("energy_above_level3", "al_liquid_ac", Severity.CRITICAL, Audience.BOTH,
+         lambda lim: lim.al_liquid_ac_level(3), 0.99,
+         "铝液交流电耗超过 GB 21346-2022 3级限额", "aluminium-liquid AC energy above GB 21346-2022 level 3"),
+    Rule("energy_above_benchmark", "al_liquid_ac", Severity.WARNING, Audience.ENGINEERS,
+         lambda lim: lim.ndrc("benchmark"), 0.995,
+         "铝液交流电耗高于国家发改委能效标杆水平", "aluminium-liquid AC energy above the NDRC benchmark"),
+    Rule("so2_above_ultra_low", "so2_corrected", Severity.CRITICAL, Audience.BOTH,
+         lambda lim: lim.ultra_low("so2"), 0.9,
+         "SO₂ 折算浓度超过超低排放限值（指示性滚动均值，非 HJ 75 有效小时均值）",
+         "corrected SO₂ above the ultra-low limit (indicative rolling mean, not the HJ 75 valid hourly mean)"),
+)
+
+
+@dataclass
+class _Episode:
+    pending_since: datetime
+    incident: str | None = None  # set once firing
+    first_value: float = 0.0
+
+
+class RuleEngine:
+    def __init__(self, site_id: str, limits: Limits, pending_s: float, min_completeness: float,
+                 rules: tuple[Rule, ...] = DEFAULT_RULES):
+        self.site_id = site_id
+        self.limits = limits
+        self.pending_s = pending_s
+        self.min_completeness = min_completeness
+        self.rules = rules
+        self.episodes: dict[tuple[str, str], _Episode] = {}
+
+    def evaluate(self, rows: list[KpiRow], historical: bool = False) -> list[Alert]:
+        """State changes to firing or resolved caused by these KPI rows."""
+        changes: list[Alert] = []
+        if historical:
+            return changes
+        for row in rows:
+            if row.completeness < self.min_completeness:
+                continue
+            for rule in self.rules:
+                if rule.kpi == row.kpi:
+                    alert = self._step(rule, row)
+                    if alert is not None:
+                        changes.append(alert)
+        return changes
+
+    def _step(self, rule: Rule, row: KpiRow) -> Alert | None:
+        limit = rule.limit(self.limits)
+        now = datetime.fromtimestamp(row.t_ms / 1000, UTC)
+        key = (rule.name, row.unit_process)
+        ep = self.episodes.get(key)
+        above = row.value > limit.value
+        if ep is None:
+            if above:
+                self.episodes[key] = _Episode(now, first_value=row.value)
+            return None
+        if ep.incident is None:  # pending
+            if not above:
+                del self.episodes[key]
+            elif (now - ep.pending_since).total_seconds() >= self.pending_s:
+                ep.incident = f"{self.site_id}-{rule.name}-{row.unit_process}-{ep.pending_since:%Y%m%dT%H%M%SZ}"
+                return self._alert(rule, row, limit, ep, AlertState.FIRING, now)
+            return None
+        if row.value < limit.value * rule.reset_ratio:
+            del self.episodes[key]
+            return self._alert(rule, row, limit, ep, AlertState.RESOLVED, now)
+        return None
+
+    def _alert(self, rule: Rule, row: KpiRow, limit: Limit, ep: _Episode, state: AlertState,
+               now: datetime) -> Alert:
+        assert ep.incident is not None
+        verb = "ended" if state is AlertState.RESOLVED else "since"
+        return Alert(
+            id=ep.incident, site=self.site_id, rule=rule.name, unit_process=row.unit_process,
+            severity=rule.severity, audience=rule.audience, state=state, kpi=row.kpi, value=row.value,
+            unit=row.unit, limit=limit.value, limit_name=limit.name, limit_source=limit.source, window=row.window,
+            first_seen=ep.pending_since, last_seen=now,
+            resolved_at=now if state is AlertState.RESOLVED else None,
+            summary=f"{row.unit_process}: {rule.description_en}: {row.value:.1f} {row.unit} vs {limit.name} "
+                    f"{limit.value:g} ({verb} {ep.pending_since:%Y-%m-%d %H:%M:%S} UTC)",
+        )
+
+
+def rule_by_name(name: str) -> Rule:
+    return next(r for r in DEFAULT_RULES if r.name == name)

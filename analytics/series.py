@@ -1,0 +1,69 @@
+"""Time series buffers for the readings analytics needs, keyed by reading path ``device.quantity``."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from alumon.telemetry import Quality, TelemetryMessage
+
+
+@dataclass
+class Series:
+    t_ms: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    good: list[bool] = field(default_factory=list)
+
+    def add(self, t_ms: int, value: float | None, good: bool) -> None:
+        if self.t_ms and t_ms <= self.t_ms[-1]:
+            if t_ms == self.t_ms[-1]:  # a redelivered message: same point, keep one
+                return
+            # Out of order (e.g. spool replay after live data): insert in place to keep time order.
+            i = int(np.searchsorted(np.asarray(self.t_ms), t_ms))
+            self.t_ms.insert(i, t_ms)
+            self.values.insert(i, value if value is not None else np.nan)
+            self.good.insert(i, good and value is not None)
+            return
+        self.t_ms.append(t_ms)
+        self.values.append(value if value is not None else np.nan)
+        self.good.append(good and value is not None)
+
+    def window(self, start_ms: int, end_ms: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Good samples with start <= t <= end."""
+        t = np.asarray(self.t_ms, dtype=np.int64)
+        v = np.asarray(self.values, dtype=np.float64)
+        g = np.asarray(self.good, dtype=bool)
+        mask = g & (t >= start_ms) & (t <= end_ms)
+        return t[mask], v[mask]
+
+    def trim(self, before_ms: int) -> None:
+        i = int(np.searchsorted(np.asarray(self.t_ms, dtype=np.int64), before_ms))
+        if i:
+            del self.t_ms[:i], self.values[:i], self.good[:i]
+
+
+class SeriesStore:
+    """Thread-safe: the MQTT thread adds, the evaluation loop reads."""
+
+    def __init__(self, wanted: set[str]):
+        self.wanted = wanted
+        self.series: dict[str, Series] = {path: Series() for path in wanted}
+        self.lock = threading.Lock()
+        self.latest_ms = 0
+
+    def add_message(self, msg: TelemetryMessage) -> None:
+        t = msg.ts_ms
+        with self.lock:
+            for quantity, reading in msg.readings.items():
+                path = f"{msg.device}.{quantity}"
+                if path in self.series:
+                    self.series[path].add(t, reading.value, reading.quality is Quality.GOOD)
+            self.latest_ms = max(self.latest_ms, t)
+
+    def trim(self, before_ms: int) -> None:
+        with self.lock:
+            for s in self.series.values():
+                s.trim(before_ms)

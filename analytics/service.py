@@ -1,0 +1,98 @@
+"""``alumon analytics``: telemetry from MQTT -> series -> KPIs every tick -> InfluxDB, rules -> alerts."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from alumon.config import Site
+from alumon.influx import InfluxClient, InfluxError
+from alumon.mqtt import connect, make_client
+from alumon.telemetry import TelemetryError, decode, telemetry_subscription
+from analytics.kpis import KpiEngine
+from analytics.limits import Limits
+from analytics.notify import Notifier
+from analytics.rules import RuleEngine
+from analytics.series import SeriesStore
+
+log = logging.getLogger("alumon.analytics")
+
+
+class AnalyticsService:
+    def __init__(self, site: Site, stop: threading.Event):
+        self.site = site
+        self.stop = stop
+        settings = site.config.analytics
+        self.limits = Limits.for_site(site.config)
+        self.engine = KpiEngine(site, self.limits)
+        self.store = SeriesStore(self.engine.needed_readings())
+        self.rules = RuleEngine(site.id, self.limits, settings.alert_pending_s, settings.min_completeness)
+        self.influx = InfluxClient.from_config(site.config.connections.influxdb)
+        self.client = make_client(site.config.connections.mqtt, client_id=f"alumon-analytics-{site.id}")
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.notifier = Notifier(site.config, self.client, self.influx)
+        self.messages = 0
+        self.refused = 0
+        self.kpis_written = 0
+        self._unwritten: list[str] = []
+        self._live = threading.Event()  # set once a non-historical message arrived since the last tick
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason_code: Any, _p: Any) -> None:
+        if not reason_code.is_failure:
+            client.subscribe(telemetry_subscription(self.site.id), qos=1)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            tm = decode(bytes(msg.payload), msg.topic)
+        except TelemetryError:
+            self.refused += 1  # ingest dead-letters it; analytics only ignores it
+            return
+        self.store.add_message(tm)
+        self.messages += 1
+        if not tm.historical:
+            self._live.set()
+
+    def tick(self, now_ms: int) -> None:
+        every_ms = int(self.site.config.analytics.evaluate_every_s * 1000)
+        end_ms = now_ms // every_ms * every_ms  # on the evaluation grid: re-evaluating writes the same point
+        rows = self.engine.evaluate(self.store, end_ms)
+        self._unwritten += [r.to_line(self.site.id) for r in rows]
+        try:
+            self.influx.write_lines(self._unwritten)
+            self.kpis_written += len(self._unwritten)
+            self._unwritten.clear()
+        except InfluxError as exc:
+            log.warning("KPIs not written yet (%d queued): %s", len(self._unwritten), exc)
+            self._unwritten = self._unwritten[-100_000:]
+        historical = not self._live.is_set()  # only replayed data since the last tick: update KPIs, no alerts
+        self._live.clear()
+        for alert in self.rules.evaluate(rows, historical=historical):
+            self.notifier.dispatch(alert)
+        self.notifier.flush()
+        self.store.trim(end_ms - 2 * self.engine.window_ms)
+
+    def run(self) -> None:
+        try:
+            self.influx.create_database()
+        except InfluxError as exc:
+            log.warning("cannot create database yet: %s", exc)
+        connect(self.client, self.site.config.connections.mqtt, persistent=True)
+        self.client.loop_start()
+        every = self.site.config.analytics.evaluate_every_s
+        try:
+            while not self.stop.wait(every - time.time() % every):
+                self.tick(int(time.time() * 1000))
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
+            log.info("stopped: messages %d, refused %d, KPI points written %d, emails sent %d", self.messages,
+                     self.refused, self.kpis_written, self.notifier.emails_sent)
+
+
+def run_analytics(site: Site, stop: threading.Event) -> None:
+    AnalyticsService(site, stop).run()
