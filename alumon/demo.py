@@ -192,7 +192,7 @@ def _start(service: str, site_file: Path, run_dir: Path, scenario: str) -> subpr
 
 def run_demo(site_path: Path, scenario: str, duration: float, run_dir: Path,
              summary_path: Path | None) -> DemoResult:
-    console = Console()
+    console = Console(soft_wrap=True, markup=False, highlight=False)
     run_dir = run_dir.resolve()
     if run_dir.exists() and (run_dir / MARKER).exists():
         shutil.rmtree(run_dir)  # only ever delete a directory an earlier demo made
@@ -253,7 +253,7 @@ def run_demo(site_path: Path, scenario: str, duration: float, run_dir: Path,
         summary = collect(influx, site.id, observer, stack.maildir)
     except Exception as exc:
         problems.append(str(exc))
-        console.print(f"[red]demo failed: {exc}[/red]")
+        console.print(f"demo failed: {exc}")
         summary = {}
     finally:
         for proc in procs.values():
@@ -309,6 +309,6 @@ def _print_final(console: Console, summary: dict[str, Any], summary_path: Path |
     for e in summary.get("emails", []):
         console.print(f"  email to {e['to']}: {e['subject']}\n        {e['path']}", highlight=False)
     for p in summary.get("problems", []):
-        console.print(f"  [red]problem: {p}[/red]")
+        console.print(f"  problem: {p}")
     if summary_path:
         console.print(f"summary written to {summary_path}")

@@ -52,9 +52,13 @@ class Classification:
     limit_source: str
 
 
-def classify_al_liquid_ac(value: float, limits: Limits) -> Classification:
-    levels: list[Limit] = [limits.al_liquid_ac_level(n) for n in (1, 2, 3)]
-    level = next((f"level{n}" for n, lim in zip((1, 2, 3), levels, strict=True) if value <= lim.value),
-                 "above_level3")
-    benchmark = limits.ndrc("benchmark")
-    return Classification(level, value <= benchmark.value, f"{levels[0].source}; {benchmark.source}")
+def best_level(value: float, levels: list[Limit]) -> str:
+    """GB 21346-2022 compares with ≤; levels are given as [level 1, level 2, level 3]."""
+    return next((f"level{n}" for n, lim in enumerate(levels, start=1) if value <= lim.value), "above_level3")
+
+
+def classify_al_liquid_ac(value: float, limits: Limits, indicator: str = "al_liquid_ac") -> Classification:
+    levels: list[Limit] = [limits.gb21346_level(indicator, n) for n in (1, 2, 3)]
+    benchmark = limits.ndrc("benchmark")  # the NDRC benchmark is defined on 铝液交流电耗 only
+    return Classification(best_level(value, levels), value <= benchmark.value,
+                          f"{levels[0].source}; {benchmark.source}")

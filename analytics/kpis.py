@@ -10,7 +10,7 @@ import numpy as np
 from alumon import schema
 from alumon.config import AluminaRefinery, CemsStack, O2Correction, Potline, Site
 from analytics.emissions import CorrectionError, o2_correct, to_dry
-from analytics.enpi import CounterDelta, classify_al_liquid_ac, counter_delta, ratio
+from analytics.enpi import CounterDelta, best_level, classify_al_liquid_ac, counter_delta, ratio
 from analytics.limits import LimitError, Limits
 from analytics.series import SeriesStore
 
@@ -97,11 +97,9 @@ class KpiEngine:
                                  min([energy.covered_ms, *(a.covered_ms for a in aux)]))
             rc = ratio(total, metal, self.window_ms)
             if rc.value is not None:
-                lim = self.limits.value(
-                    "energy.gb21346_2022.electrolytic_aluminium.al_liquid_comprehensive_ac.level3",
-                    "energy.gb21346_2022", "GB 21346-2022 level 3", "kWh/t")
+                levels = [self.limits.gb21346_level("al_liquid_comprehensive_ac", n) for n in (1, 2, 3)]
                 rows.append(KpiRow(end_ms, unit.id, "al_liquid_comprehensive_ac", self.window_name, rc.value,
-                                   "kWh/t", rc.completeness, "", lim.source))
+                                   "kWh/t", rc.completeness, best_level(rc.value, levels), levels[0].source))
         return rows
 
     def _energy_row(self, unit_id: str, kpi: str, value: float, completeness: float, end_ms: int) -> KpiRow:
@@ -131,12 +129,10 @@ class KpiEngine:
         r = ratio(CounterDelta(kgce, covered), alumina, self.window_ms)
         if r.value is None:
             return []
-        levels = [self.limits.value(f"energy.gb21346_2022.alumina.{unit.process}.comprehensive_energy.level{n}",
-                                    "energy.gb21346_2022", f"GB 21346-2022 level {n}", "kgce/t") for n in (1, 2, 3)]
-        level = next((f"level{n}" for n, lim in zip((1, 2, 3), levels, strict=True) if r.value <= lim.value),
-                     "above_level3")
+        levels = [self.limits.gb21346_level(f"{unit.process}.comprehensive_energy", n, product="alumina")
+                  for n in (1, 2, 3)]
         return [KpiRow(end_ms, unit.id, "comprehensive_energy", self.window_name, r.value, "kgce/t",
-                       r.completeness, level, levels[0].source)]
+                       r.completeness, best_level(r.value, levels), levels[0].source)]
 
     def _stack(self, store: SeriesStore, unit: CemsStack, end_ms: int) -> list[KpiRow]:
         start = end_ms - self.window_ms

@@ -72,10 +72,16 @@ class Limits:
 
     # -- the lookups analytics uses ---------------------------------------------------------------------------
 
+    def gb21346_level(self, indicator: str, level: int, product: str = "electrolytic_aluminium") -> Limit:
+        """GB 21346-2022 level 1/2/3 of an indicator, e.g. ``al_liquid_ac`` or ``bayer.comprehensive_energy``
+        with product ``alumina``."""
+        entry = _get(self.data, f"energy.gb21346_2022.{product}.{indicator}")
+        key = f"energy.gb21346_2022.{product}.{indicator}.level{level}"
+        return self.value(key, "energy.gb21346_2022", f"GB 21346-2022 level {level}", str(entry.get("unit", "")),
+                          entry.get("status"))
+
     def al_liquid_ac_level(self, level: int) -> Limit:
-        key = f"energy.gb21346_2022.electrolytic_aluminium.al_liquid_ac.level{level}"
-        entry = _get(self.data, "energy.gb21346_2022.electrolytic_aluminium.al_liquid_ac")
-        return self.value(key, "energy.gb21346_2022", f"GB 21346-2022 level {level}", "kWh/t", entry.get("status"))
+        return self.gb21346_level("al_liquid_ac", level)
 
     def ndrc(self, which: str) -> Limit:
         """``benchmark`` (标杆, 13 000) or ``baseline`` (基准, 13 350) for 铝液交流电耗."""

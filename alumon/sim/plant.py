@@ -107,20 +107,17 @@ class PlantModel:
         self._last = now
         elapsed = now - self._t0
         potline_index = 0
-        total_metal_t = 0.0
         for unit in self.site.config.process_units:
             if isinstance(unit, Potline):
-                total_metal_t += self._potline(unit, potline_index, elapsed, dt)
+                metal_t = self._potline(unit, potline_index, elapsed, dt)
                 potline_index += 1
+                for aux in unit.auxiliary_energy:  # potroom auxiliaries (fans, compressed air) scale with output
+                    self._add(aux, POTROOM_AUX_KWH_PER_T * metal_t)
+                    self._set_aux_gauges(aux, POTROOM_AUX_KWH_PER_T * metal_t, dt)
             elif isinstance(unit, AluminaRefinery):
                 self._refinery(unit, dt)
             elif isinstance(unit, CemsStack):
                 self._stack(unit, elapsed)
-        for unit in self.site.config.process_units:
-            if isinstance(unit, Potline):
-                for aux in unit.auxiliary_energy:  # potroom auxiliaries scale with the whole smelter's output
-                    self._add(aux, POTROOM_AUX_KWH_PER_T * total_metal_t)
-                    self._set_aux_gauges(aux, POTROOM_AUX_KWH_PER_T * total_metal_t, dt)
 
     def _potline(self, unit: Potline, index: int, elapsed: float, dt: float) -> float:
         drift = self._drift(elapsed) if index == 0 else 0.0
@@ -182,7 +179,7 @@ class PlantModel:
         base = {
             "so2": so2,
             "pm": (3.0 if potroom else 5.0) + self._noise(0.2),
-            "nox": (5.0 if potroom else 60.0) + self._noise(1.0),
+            "nox": (5.0 if potroom else 30.0) + self._noise(1.0),
             "fluoride_as_F": (0.3 if potroom else 0.05) + self._noise(0.02),
         }
         for pollutant, path in unit.pollutants.items():
