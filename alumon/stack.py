@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,16 +41,33 @@ def require_binary(name: str) -> str:
 _issued_ports: set[int] = set()
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A free 127.0.0.1 port, never one this process handed out before (the kernel may offer the same port
-    twice in a row once the probe socket is closed)."""
-    while True:
+    """A free 127.0.0.1 port for a server we are about to start.
+
+    Taken below the kernel's ephemeral range, so an outgoing connection made before the server starts cannot
+    take it meanwhile, and never one this process handed out before."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(10000, low) if low > 10100 else 0
+        if port in _issued_ports:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port not in _issued_ports:
-            _issued_ports.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        _issued_ports.add(port)
+        return int(port)
+    raise StackError("no free port found on 127.0.0.1")
 
 
 def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
