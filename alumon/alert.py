@@ -66,7 +66,9 @@ class Alert(BaseModel):
     def to_line(self) -> str:
         """The ``alerts`` measurement point for this state change (Grafana annotation: start, end, text)."""
         end_ms = int(self.resolved_at.timestamp() * 1000) if self.resolved_at else 0
-        ts = self.resolved_at or self.last_seen
+        # The firing point sits at the episode start and the resolution at its end, so the two never share a
+        # timestamp (which would make one overwrite the other) and an annotation spans start..end.
+        ts = self.resolved_at or self.first_seen
         return schema.line(
             schema.ALERTS,
             {"site": self.site, "rule": self.rule, "unit_process": self.unit_process, "severity": self.severity},

@@ -9,6 +9,7 @@ energy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +23,7 @@ class CounterDelta:
     covered_ms: int
 
 
-def counter_delta(t_ms: npt.NDArray[np.int64], values: npt.NDArray[np.float64], max_gap_ms: int) -> CounterDelta:
+def counter_delta(t_ms: npt.NDArray[np.int64], values: npt.NDArray[np.floating[Any]], max_gap_ms: int) -> CounterDelta:
     if len(t_ms) < 2:
         return CounterDelta(0.0, 0)
     dt = np.diff(t_ms)

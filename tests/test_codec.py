@@ -58,5 +58,5 @@ def test_f64_and_i16_by_hand() -> None:
 def test_wrong_count_and_out_of_range_registers() -> None:
     with pytest.raises(DecodeError, match="needs 2 registers, got 1"):
         decode([1], DataType.F32)
-    with pytest.raises(DecodeError, match="outside 0..65535"):
+    with pytest.raises(DecodeError, match=r"outside 0\.\.65535"):
         decode([70000], DataType.U16)

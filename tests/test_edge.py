@@ -82,7 +82,8 @@ def small_site(tmp: Path, mqtt_port: int) -> Site:
                                                                            "port": mqtt_port}).read_text())
     keep = {"pl1-ac-meter", "pl1-scale", "pl2-ac-meter", "pl2-scale", "cems-calciner"}
     data["devices"] = [dict(d, poll_interval_s=0.5, timeout_s=0.3) for d in data["devices"] if d["id"] in keep]
-    data["process_units"] = [u for u in data["process_units"] if u["id"] in {"potline-1", "potline-2", "calciner-stack"}]
+    units = {"potline-1", "potline-2", "calciner-stack"}
+    data["process_units"] = [u for u in data["process_units"] if u["id"] in units]
     for unit in data["process_units"]:
         for key in ("line_current", "line_voltage", "auxiliary_energy"):
             unit.pop(key, None)

@@ -94,7 +94,7 @@ def test_good_and_bad_exact_counts(site_file: Path, mosquitto: Server, influx_db
         dev = ("pl1-rectifier", "pl2-rectifier")[seq % 2]
         items.append((telemetry_topic("gx-demo", dev), encode(message(dev, seq))))
         if seq % 20 == 0:  # 30 bad payloads interleaved, 6 of each kind
-            reason, payload = BAD[(seq // 20) % len(BAD)]
+            _, payload = BAD[(seq // 20) % len(BAD)]
             items.append((telemetry_topic("gx-demo", "pl1-rectifier"), payload))
     unknown = message("pl1-rectifier", 1).model_copy(update={"device": "ghost-meter"})
     items.append((telemetry_topic("gx-demo", "ghost-meter"), encode(unknown)))
