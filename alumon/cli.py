@@ -83,15 +83,85 @@ def sim(
     run_until_signalled("sim", site, lambda s, stop: run_simulator(s, scenario, trace, stop))
 
 
-@app.command()
+edge_app = typer.Typer(help="Edge agent and its commissioning tools")
+app.add_typer(edge_app, name="edge")
+
+
+@edge_app.callback(invoke_without_command=True)
 def edge(
-    site: SiteOption,
+    ctx: typer.Context,
+    site: Annotated[Path | None, typer.Option("--site", help="site YAML file", dir_okay=False)] = None,
     spool_dir: Annotated[Path | None, typer.Option(help="disk spool directory")] = None,
 ) -> None:
-    """Poll the site's Modbus devices and publish telemetry to MQTT."""
+    """Poll the site's Modbus devices and publish telemetry to MQTT (or run a subcommand)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if site is None:
+        err.print("alumon edge: --site FILE is required")
+        raise typer.Exit(2)
     from edge.agent import run_edge
 
     run_until_signalled("edge", site, lambda s, stop: run_edge(s, stop, spool_dir))
+
+
+@edge_app.command("plan")
+def edge_plan(site: SiteOption) -> None:
+    """Per device: requests per cycle, registers read, predicted cycle time against the poll interval."""
+    from edge.plan_report import plan_site
+
+    plans = plan_site(load_or_exit(site))
+    print(f"{'device':20} {'requests':>8} {'registers':>9} {'cycle s':>8} {'if silent s':>11} {'interval s':>10}  note")
+    for p in plans:
+        print(f"{p.device:20} {p.requests:8} {p.registers:9} {p.predicted_cycle_s:8.3f} {p.worst_cycle_s:11.2f} "
+              f"{p.interval_s:10g}  {'WARNING: ' + p.warning if p.warning else 'ok'}")
+    print("if silent: cycle time when the device does not answer (its later cycles are skipped, no other device "
+          "waits)")
+    if any(not p.fits for p in plans):
+        raise typer.Exit(1)
+
+
+@edge_app.command("probe")
+def edge_probe(
+    target: Annotated[str, typer.Argument(help="HOST[:PORT] of the meter or gateway (port 502 by default)")],
+    unit: Annotated[int, typer.Option(help="Modbus unit id")] = 1,
+    address: Annotated[int, typer.Option(help="first register, 0-based wire address")] = 0,
+    count: Annotated[int, typer.Option(help="registers to read (1..125)", min=1, max=125)] = 4,
+    function: Annotated[str, typer.Option(help="holding | input")] = "holding",
+    expect: Annotated[str | None, typer.Option(help="plausible range MIN..MAX, e.g. 200..250")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="show every interpretation, not only the matches")] = False,
+) -> None:
+    """Read registers and print them decoded in every type and word/byte order."""
+    from pymodbus.client import ModbusTcpClient
+
+    from edge.probe import interpretations, parse_range
+
+    host, _, port = target.partition(":")
+    try:
+        expected = parse_range(expect) if expect else None
+    except ValueError as exc:
+        err.print(f"--expect: {exc}")
+        raise typer.Exit(2) from exc
+    client = ModbusTcpClient(host, port=int(port or 502), timeout=3)
+    if not client.connect():  # type: ignore[no-untyped-call]
+        err.print(f"cannot connect to {host}:{port or 502}")
+        raise typer.Exit(1)
+    try:
+        read = client.read_input_registers if function == "input" else client.read_holding_registers
+        rr = read(address, count=count, device_id=unit)
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+    if rr.isError():
+        err.print(f"the device answered with an exception: {rr}")
+        raise typer.Exit(1)
+    regs = list(rr.registers)
+    print("raw: " + " ".join(f"{address + i}=0x{r:04X}" for i, r in enumerate(regs)))
+    rows = interpretations(regs, expected)
+    shown = [r for r in rows if all_ or expected is None or r.in_range]
+    for r in shown:
+        mark = "  <- in range" if r.in_range else ""
+        print(f"  @{address + r.offset:<6} {r.data_type.value:4} {r.order.value}  {r.value!r}{mark}")
+    if expected is not None and not any(r.in_range for r in rows):
+        print(f"no interpretation falls in {expect}: check the address (0- or 1-based?) and the unit id")
 
 
 @app.command()

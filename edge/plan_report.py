@@ -1,0 +1,51 @@
+"""``alumon edge plan``: what the poller will do per device each cycle, and whether it fits the interval."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alumon.config import RtuTransport, Site
+from edge.plan import plan_reads
+
+TCP_REQUEST_S = 0.010  # typical Modbus TCP round trip to a meter or gateway on a plant LAN
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    device: str
+    requests: int
+    registers: int
+    predicted_cycle_s: float
+    worst_cycle_s: float  # the device does not answer: connect or first request times out, with retries
+    interval_s: float
+
+    @property
+    def fits(self) -> bool:
+        return self.predicted_cycle_s <= self.interval_s
+
+    @property
+    def warning(self) -> str:
+        if not self.fits:
+            return f"cycle {self.predicted_cycle_s:.3f} s does not fit the {self.interval_s:g} s interval"
+        return ""
+
+
+def rtu_request_s(count: int, baudrate: int) -> float:
+    """Request (8 bytes) + response (5 + 2·count bytes), 11 bits per character, plus 3.5-character gaps and a
+    typical 10 ms device turnaround."""
+    chars = 8 + 5 + 2 * count + 2 * 3.5
+    return chars * 11 / baudrate + 0.010
+
+
+def plan_site(site: Site) -> list[DevicePlan]:
+    plans = []
+    for dev in site.config.devices:
+        reads = plan_reads(site.profile_of(dev.id))
+        if isinstance(dev.transport, RtuTransport):
+            per = [rtu_request_s(r.count, dev.transport.baudrate) for r in reads]
+        else:
+            per = [TCP_REQUEST_S for _ in reads]
+        worst = dev.timeout_s * (2 + dev.retries)  # connect + first request and its retries; the rest is skipped
+        plans.append(DevicePlan(dev.id, len(reads), sum(r.count for r in reads), sum(per), worst,
+                                dev.poll_interval_s))
+    return plans

@@ -1,0 +1,43 @@
+"""``alumon edge probe``: read raw registers and show them decoded in every type and word/byte order, marking
+the interpretations inside an expected range. The commissioning answer to "my float looks like garbage"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alumon.codec import DataType, DecodeError, WordOrder, decode, register_count
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    offset: int  # register offset from the first one read
+    data_type: DataType
+    order: WordOrder
+    value: float | int
+    in_range: bool
+
+
+def interpretations(registers: list[int], expect: tuple[float, float] | None) -> list[Interpretation]:
+    out: list[Interpretation] = []
+    for data_type in DataType:
+        n = register_count(data_type)
+        orders = [WordOrder.ABCD, WordOrder.BADC] if n == 1 else list(WordOrder)
+        for offset in range(0, len(registers) - n + 1):
+            for order in orders:
+                try:
+                    value = decode(registers[offset:offset + n], data_type, order)
+                except DecodeError:
+                    continue
+                ok = (expect is not None and value == value and expect[0] <= float(value) <= expect[1])
+                out.append(Interpretation(offset, data_type, order, value, ok))
+    return out
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    lo, sep, hi = text.partition("..")
+    if not sep:
+        raise ValueError(f"expected MIN..MAX, got {text!r}")
+    a, b = float(lo), float(hi)
+    if a > b:
+        raise ValueError(f"MIN {a} is larger than MAX {b}")
+    return a, b

@@ -1,0 +1,56 @@
+"""Commissioning tools: `alumon edge plan` and `alumon edge probe` against a simulated meter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from alumon.codec import DataType, WordOrder
+from alumon.config import load_site
+from alumon.sim.server import run_simulator
+from edge.plan_report import plan_site, rtu_request_s
+from edge.probe import interpretations, parse_range
+from tests.conftest import EXAMPLE_SITE, write_site
+
+
+def test_rtu_request_time_by_hand() -> None:
+    # 10 registers at 9600 baud: 8 + 5 + 20 + 7 (two 3.5-char gaps) = 40 chars × 11 bits = 440 bits
+    # = 45.83 ms on the wire, + 10 ms turnaround.
+    assert rtu_request_s(10, 9600) == pytest.approx(0.05583, abs=1e-5)
+
+
+def test_plan_of_example_site_fits() -> None:
+    plans = {p.device: p for p in plan_site(load_site(EXAMPLE_SITE))}
+    assert plans["potroom-aux"].requests == 2 and plans["potroom-aux"].registers == 36
+    assert all(p.fits for p in plans.values())
+
+
+def test_probe_finds_the_word_order() -> None:
+    regs = [0x5200, 0x464B]  # 13 012.5 in CDAB
+    hits = [r for r in interpretations(regs, (13000, 13100)) if r.in_range]
+    assert [(r.data_type, r.order) for r in hits] == [(DataType.F32, WordOrder.CDAB)]
+    with pytest.raises(ValueError, match=r"MIN\.\.MAX"):
+        parse_range("200-250")
+
+
+def test_probe_cli_against_simulator(tmp_path: Path) -> None:
+    site = load_site(write_site(tmp_path / "site.yaml"))
+    stop = threading.Event()
+    t = threading.Thread(target=run_simulator, args=(site, "normal", None, stop), daemon=True)
+    t.start()
+    time.sleep(1.0)
+    port = next(d.transport.port for d in site.config.devices if d.id == "pl1-rectifier")  # type: ignore[union-attr]
+    try:
+        out = subprocess.run([sys.executable, "-m", "alumon", "edge", "probe", f"127.0.0.1:{port}", "--address", "0",
+                              "--count", "4", "--expect", "350..450"], capture_output=True, text=True, timeout=30)
+    finally:
+        stop.set()
+        t.join(timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert "raw: 0=0x" in out.stdout
+    assert any("f32  ABCD" in line and "in range" in line for line in out.stdout.splitlines()), out.stdout
