@@ -40,7 +40,7 @@ test: setup
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy alumon edge ingest analytics tests
+	$(BIN)/mypy alumon edge ingest analytics tests bench
 
 lock: venv
 	$(BIN)/python -m pip freeze --exclude-editable | sed '1i # Exact versions installed by `make setup` (pip install -r requirements.lock). Regenerate with `make lock`.' > requirements.lock

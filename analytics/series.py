@@ -32,11 +32,12 @@ class Series:
         self.good.append(good and value is not None)
 
     def window(self, start_ms: int, end_ms: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        """Good samples with start <= t <= end."""
+        """Good samples with start <= t < end. The end is exclusive: live evaluation at wall-clock ``end`` has
+        not yet received the polls taken at that instant, and replay must see exactly what live saw."""
         t = np.asarray(self.t_ms, dtype=np.int64)
         v = np.asarray(self.values, dtype=np.float64)
         g = np.asarray(self.good, dtype=bool)
-        mask = g & (t >= start_ms) & (t <= end_ms)
+        mask = g & (t >= start_ms) & (t < end_ms)
         return t[mask], v[mask]
 
     def trim(self, before_ms: int) -> None:
