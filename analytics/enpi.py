@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analytics.limits import Limit, Limits
+from analytics.series import STEP_RESET, STEP_ROLLOVER
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,22 @@ class CounterDelta:
     covered_ms: int
 
 
-def counter_delta(t_ms: npt.NDArray[np.int64], values: npt.NDArray[np.floating[Any]], max_gap_ms: int) -> CounterDelta:
+def counter_delta(t_ms: npt.NDArray[np.int64], values: npt.NDArray[np.floating[Any]], max_gap_ms: int,
+                  steps: npt.NDArray[np.int8] | None = None, wrap_span: float = 0.0) -> CounterDelta:
+    """Sum of the counter's increments over consecutive good samples.
+
+    ``steps`` are the edge's flags per sample (see analytics.series): a rollover step adds the counter's span
+    (modulus × scale) back, so the energy across the wrap is kept; a reset step contributes nothing."""
     if len(t_ms) < 2:
         return CounterDelta(0.0, 0)
     dt = np.diff(t_ms)
     dv = np.diff(values)
-    usable = (dt <= max_gap_ms) & (dv >= 0)
+    usable = dt <= max_gap_ms
+    if steps is not None:
+        s = steps[1:]
+        dv = np.where(s == STEP_ROLLOVER, dv + wrap_span, dv)
+        usable &= s != STEP_RESET
+    usable &= dv >= 0  # an unflagged step backwards is treated as a reset too
     return CounterDelta(float(dv[usable].sum()), int(dt[dt <= max_gap_ms].sum()))
 
 

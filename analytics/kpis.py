@@ -66,9 +66,14 @@ class KpiEngine:
     def _gap_ms(self, path: str) -> int:
         return int(self.site.config.device(path.split(".", 1)[0]).poll_interval_s * 1000 * GAP_POLLS)
 
+    def _wrap_span(self, path: str) -> float:
+        device, quantity = path.split(".", 1)
+        f = self.site.profile_of(device).field(quantity)
+        return float(f.rollover or (1 << (16 * f.count))) * f.scale
+
     def _delta(self, store: SeriesStore, path: str, end_ms: int) -> CounterDelta:
-        t, v = store.series[path].window(end_ms - self.window_ms, end_ms)
-        return counter_delta(t, v, self._gap_ms(path))
+        t, v, steps = store.series[path].counter_window(end_ms - self.window_ms, end_ms)
+        return counter_delta(t, v, self._gap_ms(path), steps, self._wrap_span(path))
 
     def evaluate(self, store: SeriesStore, end_ms: int) -> list[KpiRow]:
         rows: list[KpiRow] = []

@@ -13,8 +13,9 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from alumon.config import Device, TcpTransport
-from alumon.profiles import DeviceProfile, RegisterFunction
+from alumon.profiles import DeviceProfile, RegisterField, RegisterFunction
 from alumon.telemetry import Quality, Reading
+from edge.counters import CounterTracker, modulus_of
 from edge.decode import request_readings
 from edge.plan import ReadRequest, plan_reads
 
@@ -49,6 +50,7 @@ class DevicePoller:
         self.requests = plan_reads(profile)
         self.on_result = on_result
         self.health = DeviceHealth()
+        self.counters = CounterTracker()
         self.transport = device.transport
         self._client: AsyncModbusTcpClient | None = None  # made inside the event loop (pymodbus needs one)
 
@@ -97,8 +99,13 @@ class DevicePoller:
                 reason = result
                 readings.update(request_readings(self.profile, req, None, Quality.BAD))
             else:
-                readings.update(request_readings(self.profile, req, result))
+                readings.update(request_readings(self.profile, req, result, counter_check=self._counter_flag))
         return PollResult(self.device.id, poll_time, readings, ok=not reason, reason=reason)
+
+    def _counter_flag(self, f: RegisterField, raw: int | float) -> str | None:
+        if isinstance(raw, int):
+            return self.counters.observe(self.device.id, f.name, raw, modulus_of(f.rollover, f.count))
+        return self.counters.observe_float(self.device.id, f.name, raw)
 
     def _track(self, result: PollResult) -> None:
         h = self.health
