@@ -173,11 +173,14 @@ def ingest(site: SiteOption) -> None:
 
 
 @app.command()
-def analytics(site: SiteOption) -> None:
+def analytics(
+    site: SiteOption,
+    state_dir: Annotated[Path | None, typer.Option(help="open alert episodes and the email outbox")] = None,
+) -> None:
     """Compute KPIs and corrected emissions, compare with the limits, raise alerts."""
     from analytics.service import run_analytics
 
-    run_until_signalled("analytics", site, run_analytics)
+    run_until_signalled("analytics", site, lambda s, stop: run_analytics(s, stop, state_dir))
 
 
 @app.command()

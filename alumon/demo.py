@@ -185,6 +185,8 @@ def _start(service: str, site_file: Path, run_dir: Path, scenario: str) -> subpr
         argv += ["--scenario", scenario, "--trace", str(run_dir / "sim-trace.jsonl")]
     if service == "edge":
         argv += ["--spool-dir", str(run_dir / "edge-spool")]
+    if service == "analytics":
+        argv += ["--state-dir", str(run_dir / "analytics-state")]
     logf = (run_dir / "logs" / f"{service}.log").open("ab")
     return subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)

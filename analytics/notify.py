@@ -1,8 +1,8 @@
 """Alert sinks: a retained MQTT message per alert, a point in InfluxDB ``alerts``, and email.
 
-Email failures (SMTP down) keep the notification in a retry queue, retried every evaluation tick, so an
-outage delays a notice instead of losing it. The queue is in memory in this version: a restart during an
-SMTP outage loses the pending notices (a durable queue is tracked with the alerts issue).
+Every email goes to a durable outbox (one file per message, analytics/state.py) before the first attempt and
+leaves it only once the SMTP server accepted it, so an SMTP outage, even across a restart, delays a notice
+instead of losing it; the stable Message-ID makes a resend recognisable.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from alumon.config import SiteConfig, SmtpConnection, SmtpSecurity, secret
 from alumon.influx import InfluxClient, InfluxError
 from alumon.telemetry import alert_topic
 from analytics.email import recipients, render
+from analytics.state import Outbox
 
 log = logging.getLogger("alumon.analytics.notify")
 
@@ -45,8 +46,8 @@ class Notifier:
     config: SiteConfig
     mqtt_client: mqtt.Client
     influx: InfluxClient
+    outbox: Outbox
     emails_sent: int = 0
-    _pending_email: list[EmailMessage] = field(default_factory=list)
     _pending_lines: list[str] = field(default_factory=list)
 
     def topic(self, alert: Alert) -> str:
@@ -60,7 +61,7 @@ class Notifier:
         self._pending_lines.append(alert.to_line())
         to = recipients(self.config.alerts, alert.audience)
         if to:
-            self._pending_email.append(render(alert, self.config, to))
+            self.outbox.put(render(alert, self.config, to))
         self.flush()
 
     def flush(self) -> None:
@@ -71,13 +72,12 @@ class Notifier:
                 self._pending_lines.clear()
             except InfluxError as exc:
                 log.warning("alerts not written to InfluxDB yet: %s", exc)
-        while self._pending_email:
-            msg = self._pending_email[0]
+        for path, msg in self.outbox.pending():
             try:
                 send_email(self.config.connections.smtp, msg)
             except (OSError, smtplib.SMTPException) as exc:
                 log.warning("email %s not sent yet (%s); will retry", msg["Message-ID"], type(exc).__name__)
                 return
-            self._pending_email.pop(0)
+            self.outbox.done(path)
             self.emails_sent += 1
             log.info("email %s sent to %s", msg["Message-ID"], msg["To"])

@@ -8,12 +8,13 @@ required completeness are not evaluated, and data replayed from an edge spool (h
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from alumon.alert import Alert, AlertState, Audience, Severity
 from analytics.kpis import KpiRow
 from analytics.limits import Limit, Limits
+from analytics.state import EpisodeFile
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,20 @@ class _Episode:
 
 class RuleEngine:
     def __init__(self, site_id: str, limits: Limits, pending_s: float, min_completeness: float,
-                 rules: tuple[Rule, ...] = DEFAULT_RULES):
+                 rules: tuple[Rule, ...] = DEFAULT_RULES, state: EpisodeFile | None = None):
         self.site_id = site_id
         self.limits = limits
         self.pending_s = pending_s
         self.min_completeness = min_completeness
         self.rules = rules
+        self.state = state  # open episodes survive a restart: no second firing for the same incident
         self.episodes: dict[tuple[str, str], _Episode] = {}
+        if state is not None:
+            self.episodes = {k: _Episode(**v) for k, v in state.load().items()}
+
+    def _save(self) -> None:
+        if self.state is not None:
+            self.state.save({k: asdict(v) for k, v in self.episodes.items()})
 
     def evaluate(self, rows: list[KpiRow], historical: bool = False) -> list[Alert]:
         """State changes to firing or resolved caused by these KPI rows."""
@@ -83,16 +91,20 @@ class RuleEngine:
         if ep is None:
             if above:
                 self.episodes[key] = _Episode(now, first_value=row.value)
+                self._save()
             return None
         if ep.incident is None:  # pending
             if not above:
                 del self.episodes[key]
+                self._save()
             elif (now - ep.pending_since).total_seconds() >= self.pending_s:
                 ep.incident = f"{self.site_id}-{rule.name}-{row.unit_process}-{ep.pending_since:%Y%m%dT%H%M%SZ}"
+                self._save()
                 return self._alert(rule, row, limit, ep, AlertState.FIRING, now)
             return None
         if row.value < limit.value * rule.reset_ratio:
             del self.episodes[key]
+            self._save()
             return self._alert(rule, row, limit, ep, AlertState.RESOLVED, now)
         return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -18,24 +19,26 @@ from analytics.limits import Limits
 from analytics.notify import Notifier
 from analytics.rules import RuleEngine
 from analytics.series import SeriesStore
+from analytics.state import EpisodeFile, Outbox
 
 log = logging.getLogger("alumon.analytics")
 
 
 class AnalyticsService:
-    def __init__(self, site: Site, stop: threading.Event):
+    def __init__(self, site: Site, stop: threading.Event, state_dir: Path):
         self.site = site
         self.stop = stop
         settings = site.config.analytics
         self.limits = Limits.for_site(site.config)
         self.engine = KpiEngine(site, self.limits)
         self.store = SeriesStore(self.engine.needed_readings())
-        self.rules = RuleEngine(site.id, self.limits, settings.alert_pending_s, settings.min_completeness)
+        self.rules = RuleEngine(site.id, self.limits, settings.alert_pending_s, settings.min_completeness,
+                                state=EpisodeFile(state_dir / "episodes.json"))
         self.influx = InfluxClient.from_config(site.config.connections.influxdb)
         self.client = make_client(site.config.connections.mqtt, client_id=f"alumon-analytics-{site.id}")
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.notifier = Notifier(site.config, self.client, self.influx)
+        self.notifier = Notifier(site.config, self.client, self.influx, Outbox(state_dir / "outbox"))
         self.messages = 0
         self.refused = 0
         self.kpis_written = 0
@@ -94,5 +97,5 @@ class AnalyticsService:
                      self.refused, self.kpis_written, self.notifier.emails_sent)
 
 
-def run_analytics(site: Site, stop: threading.Event) -> None:
-    AnalyticsService(site, stop).run()
+def run_analytics(site: Site, stop: threading.Event, state_dir: Path | None = None) -> None:
+    AnalyticsService(site, stop, state_dir or Path("run") / "analytics-state" / site.id).run()

@@ -19,6 +19,7 @@ from alumon.influx import InfluxClient
 from alumon.mqtt import connect, make_client
 from alumon.stack import Server, start_smtp_sink
 from analytics.notify import Notifier
+from analytics.state import Outbox
 from tests.conftest import maildir_messages, write_site
 
 START = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -55,7 +56,7 @@ def test_firing_and_resolved_reach_every_sink(site_file: Path, mosquitto: Server
                                               influx_db: InfluxClient) -> None:
     site = load_site(site_file)
     pub = client(mosquitto.port)
-    notifier = Notifier(site.config, pub, influx_db)
+    notifier = Notifier(site.config, pub, influx_db, Outbox(site_file.parent / "outbox"))
     notifier.dispatch(alert(AlertState.FIRING))
     notifier.dispatch(alert(AlertState.RESOLVED))
     notifier.dispatch(alert(AlertState.FIRING, rule="energy_above_benchmark", audience=Audience.ENGINEERS))
@@ -95,16 +96,22 @@ def test_smtp_down_then_delivered_exactly_once(tmp_path: Path, mosquitto: Server
     site = load_site(write_site(tmp_path / "site.yaml", connections__smtp={
         "host": "127.0.0.1", "port": port, "security": "none", "sender": "alumon@gx-demo.example"}))
     pub = client(mosquitto.port)
-    notifier = Notifier(site.config, pub, influx_db)
+    outbox = tmp_path / "outbox"
+    notifier = Notifier(site.config, pub, influx_db, Outbox(outbox))
     notifier.dispatch(alert(AlertState.FIRING))
     notifier.flush()
     assert notifier.emails_sent == 0
+    assert len(list(outbox.glob("*.eml"))) == 1  # queued on disk
+    # analytics restarts while SMTP is still down: a new notifier finds the queued email
+    restarted = Notifier(site.config, pub, influx_db, Outbox(outbox))
     sink = start_smtp_sink(tmp_path / "smtp", port=port)
     try:
-        notifier.flush()
-        notifier.flush()
-        assert notifier.emails_sent == 1
-        assert len(maildir_messages(sink)) == 1
+        restarted.flush()
+        restarted.flush()
+        assert restarted.emails_sent == 1
+        (mail,) = maildir_messages(sink)
+        assert "gx-demo-energy_above_level3-potline-1-20261124T080000Z.firing@alumon" in str(mail["Message-ID"])
+        assert list(outbox.glob("*.eml")) == []
     finally:
         sink.stop()
         pub.loop_stop()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alumon.alert import AlertState
 from analytics.kpis import KpiRow
 from analytics.limits import Limits
 from analytics.rules import RuleEngine
+from analytics.state import EpisodeFile
 
 
 def row(t_s: int, value: float, completeness: float = 1.0, kpi: str = "al_liquid_ac") -> KpiRow:
@@ -51,6 +54,18 @@ def test_hysteresis_and_resolution() -> None:
 def test_low_completeness_and_historical_never_fire() -> None:
     assert level3_changes(engine(), [row(t, 14000, completeness=0.5) for t in range(0, 60, 5)]) == []
     assert level3_changes(engine(), [row(t, 14000) for t in range(0, 60, 5)], historical=True) == []
+
+
+def test_restart_mid_incident_does_not_fire_again(tmp_path: Path) -> None:
+    state = EpisodeFile(tmp_path / "episodes.json")
+    first = RuleEngine("gx-demo", Limits(), pending_s=10, min_completeness=0.8, state=state)
+    assert level3_changes(first, [row(0, 13600), row(10, 13600)]) == [(10, "firing")]
+    restarted = RuleEngine("gx-demo", Limits(), pending_s=10, min_completeness=0.8, state=state)
+    assert level3_changes(restarted, [row(20, 13600), row(30, 13600)]) == []  # still the same incident
+    resolved = [a for a in restarted.evaluate([row(40, 12800)]) if a.rule == "energy_above_level3"]
+    assert [(a.state, a.id) for a in resolved] == [
+        (AlertState.RESOLVED, "gx-demo-energy_above_level3-potline-1-19700101T000000Z")]
+    assert RuleEngine("gx-demo", Limits(), 10, 0.8, state=state).episodes == {}
 
 
 def test_alert_carries_limit_source_and_incident() -> None:
