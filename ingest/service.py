@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -65,9 +66,13 @@ class _Batch:
 
 
 class IngestService:
-    def __init__(self, site: Site, stop: threading.Event):
+    def __init__(self, site: Site, stop: threading.Event, *, max_batch_lines: int = MAX_BATCH_LINES,
+                 max_pending: int = MAX_PENDING, shutdown_deadline_s: float = SHUTDOWN_DEADLINE_S):
         self.site = site
         self.stop = stop
+        self.max_batch_lines = max_batch_lines
+        self.max_pending = max_pending
+        self.shutdown_deadline_s = shutdown_deadline_s
         self.stats = IngestStats()
         self.known_devices = {d.id for d in site.config.devices}
         self.influx = InfluxClient.from_config(site.config.connections.influxdb)
@@ -94,7 +99,9 @@ class IngestService:
             self.queue.put(self._classify(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
         except Exception:  # a callback must never raise into paho's loop
             log.exception("unexpected error handling a message on %s", msg.topic)
-        while self.queue.qsize() > MAX_PENDING and not self.stop.is_set():
+        # Bound memory: hold the network thread briefly. While we do not return, paho reads no further
+        # PUBLISHes, so the rest stays unacked in our persistent session at the broker.
+        while self.queue.qsize() > self.max_pending and not self.stop.is_set():
             time.sleep(0.01)
 
     def _classify(self, topic: str, payload: bytes, mid: int, qos: int) -> _Item:
@@ -130,7 +137,7 @@ class IngestService:
             return batch
         items = [first]
         n_lines = len(first.lines)
-        while n_lines < MAX_BATCH_LINES:
+        while n_lines < self.max_batch_lines:
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
@@ -148,7 +155,7 @@ class IngestService:
             try:
                 partial = self.influx.write_lines(batch.lines)
                 if partial is not None:
-                    self.stats.rejected_lines += 1
+                    self.stats.rejected_lines += dropped_lines(partial.message)
                     log.error("InfluxDB refused part of a batch (good lines kept): %s", partial.message)
                 return True
             except InfluxUnavailable as exc:
@@ -216,7 +223,7 @@ class IngestService:
             log.info("stopped: %s", self.stats)
 
     def _flush_on_shutdown(self) -> None:
-        deadline = time.monotonic() + SHUTDOWN_DEADLINE_S
+        deadline = time.monotonic() + self.shutdown_deadline_s
         self.client.on_message = None  # take nothing new; unacked messages are redelivered next start
         while time.monotonic() < deadline:
             batch = self._next_batch(wait_s=0.05)
@@ -226,6 +233,12 @@ class IngestService:
                 log.warning("shutdown deadline: %d messages left unacked for redelivery", len(batch.items))
                 return
             self._ack(batch)
+
+
+def dropped_lines(message: str) -> int:
+    """InfluxDB 1.x ends a partial-write error with ``dropped=N``; count 1 if it does not say."""
+    m = re.search(r"dropped=(\d+)", message)
+    return int(m.group(1)) if m else 1
 
 
 def run_ingest(site: Site, stop: threading.Event) -> None:

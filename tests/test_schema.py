@@ -24,7 +24,8 @@ def test_refusals() -> None:
 def test_round_trip_through_influxd(influx_db: InfluxClient) -> None:
     text = 'quoted "text" with \\ backslash, comma=and equals'
     fields: dict[str, schema.FieldValue | None] = {"value": 1.25, "unit": text, "seq": 9, "historical": False}
-    influx_db.write_lines([schema.line("telemetry", {"site": "gx demo", "device": "a,b"}, fields, 1_700_000_000_000)])
-    (series,) = influx_db.query('SELECT value, unit, seq, historical, site, device FROM telemetry')
+    influx_db.write_lines([schema.line("telemetry", {"site": "gx demo", "device": "a,b", "quantity": "k=v"},
+                                   fields, 1_700_000_000_000)])
+    (series,) = influx_db.query('SELECT value, unit, seq, historical, site, device, quantity FROM telemetry')
     (row,) = series["values"]
-    assert row == [1_700_000_000_000, 1.25, text, 9, False, "gx demo", "a,b"]
+    assert row == [1_700_000_000_000, 1.25, text, 9, False, "gx demo", "a,b", "k=v"]
