@@ -25,8 +25,10 @@ RECTIFIER_EFFICIENCY = 0.985
 BUSBAR_DROP_V = 20.0
 SCENARIOS = ("normal", "energy-drift", "emission-exceedance")
 
-# Normal cell voltage chosen so AC kWh/t sits just below the NDRC benchmark (13 000) and near level 1.
-NORMAL_CELL_V = 3.90
+# Normal AC kWh/t: a well-run potline inside GB 21346-2022 level 1 (12 950) and the NDRC benchmark (13 000),
+# with room for the counters' rounding in short demo windows so `normal` never brushes the benchmark. Cell
+# voltage is derived per potline (cells and CE differ), since kWh/t does not depend on the current.
+NORMAL_AC_KWH_PER_T = 12_900.0
 DRIFT_START_S = 20.0
 DRIFT_RAMP_S = 45.0
 DRIFT_CELL_V_RISE = 0.30  # volts per cell at the end of the ramp
@@ -41,6 +43,13 @@ REFINERY_PER_TONNE = {  # per tonne of alumina
 }
 POTROOM_AUX_KWH_PER_T = 300.0
 EXCEEDANCE_START_S = 20.0
+
+
+def normal_cell_v(unit: Potline) -> float:
+    """Cell voltage giving NORMAL_AC_KWH_PER_T: U = kWh/t × η × F × cells × CE / 1000 − busbar, per cell."""
+    series_v = NORMAL_AC_KWH_PER_T * RECTIFIER_EFFICIENCY * FARADAY_KG_PER_KAH * unit.cells \
+        * unit.current_efficiency / 1000.0
+    return (series_v - BUSBAR_DROP_V) / unit.cells
 
 
 @dataclass
@@ -122,7 +131,7 @@ class PlantModel:
     def _potline(self, unit: Potline, index: int, elapsed: float, dt: float) -> float:
         drift = self._drift(elapsed) if index == 0 else 0.0
         current_ka = 400.0 + 100.0 * index + self._noise(0.3)
-        cell_v = NORMAL_CELL_V + DRIFT_CELL_V_RISE * drift + self._noise(0.002)
+        cell_v = normal_cell_v(unit) + DRIFT_CELL_V_RISE * drift + self._noise(0.002)
         ce = unit.current_efficiency - DRIFT_CE_DROP * drift
         series_v = unit.cells * cell_v + BUSBAR_DROP_V
         ac_kw = current_ka * series_v / RECTIFIER_EFFICIENCY  # kA × V = kW
