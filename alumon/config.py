@@ -166,6 +166,7 @@ class CemsStack(Strict):
     temperature: ReadingPath | None = None
     pressure: ReadingPath | None = None
     flow: ReadingPath | None = None  # m3/h, standard dry
+    flag: ReadingPath | None = None  # the DAS's HJ 212 data flag code (see edge/profiles/cems-das.yaml)
     correction: Annotated[NoCorrection | O2Correction, Field(discriminator="type")] = NoCorrection(type="none")
 
     @model_validator(mode="after")
@@ -399,7 +400,7 @@ def _check_references(cfg: SiteConfig, base: Path) -> tuple[dict[str, DeviceProf
         else:
             for pollutant, ref in unit.pollutants.items():
                 check_reading(f"{p}.pollutants.{pollutant}", ref)
-            for name in ("o2", "moisture", "temperature", "pressure", "flow"):
+            for name in ("o2", "moisture", "temperature", "pressure", "flow", "flag"):
                 ref = getattr(unit, name)
                 if ref is not None:
                     check_reading(f"{p}.{name}", ref)

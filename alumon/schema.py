@@ -11,6 +11,9 @@ message or the same KPI evaluation overwrites instead of double-counting):
     tags   site, unit_process, kpi, window
     fields value (float), unit (string), completeness (float 0..1), level (string), benchmark_met (bool),
            estimated (bool), limit_source (string)
+           HJ 75 hourly means (kpi ``<pollutant>_hourly``, window ``hour``, time = start of the hour) add
+           valid (bool), flag (string: N, or the invalid hour's F/M/C/D/T/B/H), exceeded (bool),
+           valid_minutes (int), limit (float); value is absent for an hour without a valid minute
 ``alerts``      one point per alert state change, shaped for Grafana annotations
     tags   site, rule, unit_process, severity
     fields incident (string), state (string), value (float), limit (float), limit_source (string),

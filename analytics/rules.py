@@ -27,6 +27,7 @@ class Rule:
     reset_ratio: float
     description_zh: str
     description_en: str
+    pending_s: float | None = None  # None: the site's alert_pending_s
 
 
 DEFAULT_RULES = (
@@ -40,6 +41,10 @@ DEFAULT_RULES = (
          lambda lim: lim.ultra_low("so2"), 0.9,
          "SO₂ 折算浓度超过超低排放限值（指示性滚动均值，非 HJ 75 有效小时均值）",
          "corrected SO₂ above the ultra-low limit (indicative rolling mean, not the HJ 75 valid hourly mean)"),
+    # The regulatory test (HJ 75-2017): one valid hourly mean above the limit is one exceedance hour.
+    Rule("so2_hourly_above_ultra_low", "so2_hourly", Severity.CRITICAL, Audience.BOTH,
+         lambda lim: lim.ultra_low("so2"), 1.0,
+         "SO₂ 有效小时均值超过超低排放限值", "valid hourly mean of SO₂ above the ultra-low limit", pending_s=0.0),
 )
 
 
@@ -73,8 +78,8 @@ class RuleEngine:
         if historical:
             return changes
         for row in rows:
-            if row.completeness < self.min_completeness:
-                continue
+            if row.value is None or row.completeness < self.min_completeness:
+                continue  # an hour without valid data, or too little data, is never judged
             for rule in self.rules:
                 if rule.kpi == row.kpi:
                     alert = self._step(rule, row)
@@ -83,21 +88,23 @@ class RuleEngine:
         return changes
 
     def _step(self, rule: Rule, row: KpiRow) -> Alert | None:
+        assert row.value is not None
         limit = rule.limit(self.limits)
         now = datetime.fromtimestamp(row.t_ms / 1000, UTC)
         key = (rule.name, row.unit_process)
         ep = self.episodes.get(key)
         above = row.value > limit.value
         if ep is None:
-            if above:
-                self.episodes[key] = _Episode(now, first_value=row.value)
-                self._save()
-            return None
-        if ep.incident is None:  # pending
+            if not above:
+                return None
+            ep = self.episodes[key] = _Episode(now, first_value=row.value)
+            self._save()
+        if ep.incident is None:  # pending (a rule with no pending time fires on the row that opened it)
+            pending_s = self.pending_s if rule.pending_s is None else rule.pending_s
             if not above:
                 del self.episodes[key]
                 self._save()
-            elif (now - ep.pending_since).total_seconds() >= self.pending_s:
+            elif (now - ep.pending_since).total_seconds() >= pending_s:
                 ep.incident = f"{self.site_id}-{rule.name}-{row.unit_process}-{ep.pending_since:%Y%m%dT%H%M%SZ}"
                 self._save()
                 return self._alert(rule, row, limit, ep, AlertState.FIRING, now)

@@ -77,7 +77,7 @@ class AnalyticsService:
         for alert in self.rules.evaluate(rows, historical=historical):
             self.notifier.dispatch(alert)
         self.notifier.flush()
-        self.store.trim(end_ms - 2 * self.engine.window_ms)
+        self.store.trim(end_ms - self.engine.retention_ms)
 
     def run(self) -> None:
         try:

@@ -111,3 +111,40 @@ def test_bad_csv_refused(tmp_path: Path) -> None:
                              "--input", str(bad)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "line 2" in result.stderr and "UTC offset" in result.stderr
+
+
+def write_cems_csv(path: Path) -> Path:
+    """Calciner DAS every 10 s. Hour 0: SO2 35 mg/m3 wet, 25 % moisture, 4 % O2, flag N. Hour 1: 20 minutes
+    of calibration (flag C, span gas 99 mg/m3), then 40 minutes at 20 mg/m3. Then 30 s into hour 2."""
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["time", "device", "quantity", "value", "quality"])
+        for s in range(0, 2 * 3600 + 40, 10):
+            ts = (T0 + timedelta(seconds=s)).isoformat().replace("+00:00", "Z")
+            calibrating = 3600 <= s < 3600 + 20 * 60
+            so2 = 35.0 if s < 3600 else (99.0 if calibrating else 20.0)
+            for quantity, value in (("so2_mgm3", so2), ("o2_pct", 4.0), ("moisture_pct", 25.0),
+                                    ("das_flag", 5 if calibrating else 0)):
+                w.writerow([ts, "cems-calciner", quantity, value, "good"])
+    return path
+
+
+def test_valid_hourly_means_exceedance_and_compliance(tmp_path: Path) -> None:
+    s = site(tmp_path)
+    recs = records(s, write_cems_csv(tmp_path / "cems.csv"))
+    hourly = {r["time"]: r for r in recs if r.get("kpi") == "so2_hourly" and r["unit_process"] == "calciner-stack"}
+    h0, h1 = hourly["2026-11-24T00:00:00.000Z"], hourly["2026-11-24T01:00:00.000Z"]
+    # Hour 0: 35 / (1 - 0.25) = 46.667 dry; × (21 - 8)/(21 - 4) = 13/17 -> 35.686 mg/m3 > 35: one exceedance hour.
+    assert h0["value"] == pytest.approx(35.686, abs=1e-3)
+    assert (h0["valid"], h0["flag"], h0["exceeded"], h0["valid_minutes"], h0["limit"]) == (True, "N", True, 60, 35.0)
+    # Hour 1: 40 valid minutes < 45 -> invalid, flagged C (calibration), never an exceedance; the span-gas
+    # values are excluded: 20 / 0.75 × 13/17 = 20.392.
+    assert (h1["valid"], h1["flag"], h1["exceeded"], h1["valid_minutes"]) == (False, "C", False, 40)
+    assert h1["value"] == pytest.approx(20.392, abs=1e-3)
+    alerts = [r for r in recs if r.get("rule") == "so2_hourly_above_ultra_low"]
+    assert [(a["state"], a["time"]) for a in alerts] == [("firing", "2026-11-24T00:00:00.000Z")]
+    (month,) = [r for r in recs if r.get("kpi") == "so2_monthly_compliance" and r["unit_process"] == "calciner-stack"]
+    # The potroom stack sent nothing: its hours are reported invalid (H), not silently absent.
+    potroom = [r for r in recs if r.get("kpi") == "so2_hourly" and r["unit_process"] == "potroom-stack"]
+    assert potroom and all((r["valid"], r["flag"], r["value"]) == (False, "H", None) for r in potroom)
+    assert (month["valid_hours"], month["exceedance_hours"], month["value"], month["met"]) == (1, 1, 0.0, False)
