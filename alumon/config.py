@@ -154,25 +154,44 @@ class O2Correction(Strict):
     source: str = ""  # the permit or standard clause that sets the reference
 
 
+class ExcessAirCorrection(Strict):
+    type: Literal["excess_air"]
+    alpha_ref: Annotated[float, Field(ge=1.0, le=10.0)]
+    source: str = ""
+
+
+Pollutant = Literal["pm", "so2", "nox", "fluoride_as_F"]
+
+
 class CemsStack(Strict):
     id: Identifier
     kind: Literal["cems_stack"]
     name: str = ""
     source_type: SourceType
-    pollutants: Annotated[dict[Literal["pm", "so2", "nox", "fluoride_as_F"], ReadingPath], Field(min_length=1)]
-    basis: Literal["wet", "dry"] = "wet"  # how the analyser reports its mg/m3 (standard conditions)
+    pollutants: Annotated[dict[Pollutant, ReadingPath], Field(min_length=1)]
+    units: dict[Pollutant, Literal["mg/m3", "ppm"]] = {}  # per pollutant, default mg/m3 (NOx in ppm is as NO2)
+    conditions: Literal["standard", "actual"] = "standard"  # actual: converted with temperature and pressure
+    basis: Literal["wet", "dry"] = "wet"  # whether the analyser's values are on wet or dry gas
     o2: ReadingPath | None = None  # % vol
     moisture: ReadingPath | None = None  # % vol, needed when basis is wet
     temperature: ReadingPath | None = None
     pressure: ReadingPath | None = None
     flow: ReadingPath | None = None  # m3/h, standard dry
     flag: ReadingPath | None = None  # the DAS's HJ 212 data flag code (see edge/profiles/cems-das.yaml)
-    correction: Annotated[NoCorrection | O2Correction, Field(discriminator="type")] = NoCorrection(type="none")
+    correction: Annotated[NoCorrection | O2Correction | ExcessAirCorrection,
+                          Field(discriminator="type")] = NoCorrection(type="none")
 
     @model_validator(mode="after")
     def _check(self) -> CemsStack:
         if self.basis == "wet" and self.moisture is None:
             raise ValueError("`basis: wet` needs `moisture` to convert to dry gas")
+        for pollutant, unit in self.units.items():
+            if unit == "ppm" and pollutant not in ("so2", "nox"):
+                raise ValueError(f"`units.{pollutant}: ppm` illegal: only so2 and nox have a molar mass factor")
+        if self.conditions == "actual" and (self.temperature is None or self.pressure is None):
+            raise ValueError("`conditions: actual` needs `temperature` and `pressure` to convert to standard")
+        if isinstance(self.correction, ExcessAirCorrection) and self.o2 is None:
+            raise ValueError("`correction: excess_air` needs an `o2` reading")
         if isinstance(self.correction, O2Correction):
             if self.o2 is None:
                 raise ValueError("`correction: o2_ref` needs an `o2` reading")
@@ -316,7 +335,7 @@ def _line_for(index: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...
     return best
 
 
-_DISCRIMINATOR_TAGS = {"tcp", "rtu", "potline", "alumina_refinery", "cems_stack", "none", "o2_ref"}
+_DISCRIMINATOR_TAGS = {"tcp", "rtu", "potline", "alumina_refinery", "cems_stack", "none", "o2_ref", "excess_air"}
 
 
 def _clean_loc(loc: tuple[str | int, ...], index: dict[tuple[str | int, ...], int]) -> tuple[str | int, ...]:

@@ -9,11 +9,18 @@ import numpy as np
 import numpy.typing as npt
 
 from alumon import schema
-from alumon.config import AluminaRefinery, CemsStack, O2Correction, Potline, Site
+from alumon.config import AluminaRefinery, CemsStack, ExcessAirCorrection, O2Correction, Potline, Site
 from alumon.schema import FieldValue
 from analytics import cems
 from analytics.cems import HOUR_MS, VALID_FLAGS, flag_of_code
-from analytics.emissions import CorrectionError, o2_correct, to_dry
+from analytics.emissions import (
+    CorrectionError,
+    excess_air_correct,
+    o2_correct,
+    ppm_to_mgm3,
+    to_dry,
+    to_standard,
+)
 from analytics.enpi import CounterDelta, best_level, classify_al_liquid_ac, counter_delta, ratio
 from analytics.limits import LimitError, Limits
 from analytics.series import SeriesStore
@@ -71,7 +78,7 @@ class KpiEngine:
                 paths |= {unit.alumina_output, *(c.reading for c in unit.carriers)}
             else:
                 paths |= set(unit.pollutants.values())
-                paths |= {p for p in (unit.o2, unit.moisture, unit.flag) if p is not None}
+                paths |= {p for p in (unit.o2, unit.moisture, unit.flag, unit.temperature, unit.pressure) if p}
         return paths
 
     def _gap_ms(self, path: str) -> int:
@@ -156,20 +163,30 @@ class KpiEngine:
         so) and its HJ 212 flag. A sample whose moisture or O2 is missing, or whose O2 makes the correction
         impossible, is flagged D (unusable)."""
         aux: dict[str, dict[int, float]] = {}
-        for name, ref in (("o2", unit.o2), ("moisture", unit.moisture), ("flag", unit.flag)):
+        refs = (("o2", unit.o2), ("moisture", unit.moisture), ("flag", unit.flag), ("temperature", unit.temperature),
+                ("pressure", unit.pressure))
+        for name, ref in refs:
             if ref is not None:
                 t_aux, v_aux = store.series[ref].window(start, end)
                 aux[name] = dict(zip(t_aux.tolist(), v_aux.tolist(), strict=True))
         t, v = store.series[path].window(start, end)
         out = np.empty(len(t), dtype=np.float64)
         flags: list[str] = []
+        pollutant = next(p for p, ref in unit.pollutants.items() if ref == path)
+        ppm = unit.units.get(pollutant) == "ppm"
         for i, (ts, c) in enumerate(zip(t.tolist(), v.tolist(), strict=True)):
             flag = flag_of_code(aux["flag"].get(ts)) if "flag" in aux else "N"
-            try:
+            try:  # HJ 75-2017 Appendix A, in order: ppm -> mg/m3, actual -> standard, wet -> dry, reference
+                if ppm:
+                    c = ppm_to_mgm3(c, "SO2" if pollutant == "so2" else "NO2")
+                if unit.conditions == "actual":
+                    c = to_standard(c, aux["temperature"][ts], aux["pressure"][ts] * 1000.0)  # kPa -> Pa
                 if unit.basis == "wet":
                     c = to_dry(c, aux["moisture"][ts])
                 if isinstance(unit.correction, O2Correction):
                     c = o2_correct(c, aux["o2"][ts], unit.correction.o2_ref_pct)
+                elif isinstance(unit.correction, ExcessAirCorrection):
+                    c = excess_air_correct(c, aux["o2"][ts], unit.correction.alpha_ref)
             except (KeyError, CorrectionError):
                 c, flag = np.nan, "D"
             out[i] = c

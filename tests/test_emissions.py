@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from analytics.emissions import CorrectionError, emission_rate_kg_h, o2_correct, ppm_to_mgm3, to_dry
+from analytics.emissions import (
+    CorrectionError,
+    emission_rate_kg_h,
+    excess_air,
+    excess_air_correct,
+    o2_correct,
+    ppm_to_mgm3,
+    to_dry,
+    to_standard,
+)
 
 
 def test_wet_to_dry() -> None:
@@ -29,3 +38,17 @@ def test_ppm_factors_and_rate() -> None:
     assert ppm_to_mgm3(10, "NO2") == pytest.approx(20.5)
     # 30 mg/m3 × 600 000 m3/h × 1e-6 = 18 kg/h
     assert emission_rate_kg_h(30.0, 600_000.0) == pytest.approx(18.0)
+
+
+def test_actual_to_standard_conditions() -> None:
+    # A1: 20 mg/m3 measured at 160 °C and 100 kPa absolute: 20 × 101325/100000 × 433.15/273.15 = 32.135
+    assert to_standard(20.0, 160.0, 100_000.0) == pytest.approx(32.135, abs=1e-3)
+    assert to_standard(20.0, 0.0, 101_325.0) == pytest.approx(20.0)
+
+
+def test_excess_air() -> None:
+    # A8: O2 6 % -> α = 21/15 = 1.4; A7 to α_ref 1.4 leaves it, to α_ref 1.2: × 1.4/1.2 = 1.1667
+    assert excess_air(6.0) == pytest.approx(1.4)
+    assert excess_air_correct(30.0, 6.0, 1.2) == pytest.approx(35.0)
+    with pytest.raises(CorrectionError):
+        excess_air(21.0)

@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
-from alumon.config import Site, load_site
+from alumon.config import Site, SiteConfigError, load_site
 from alumon.telemetry import TelemetryMessage
 from analytics.kpis import KpiEngine
 from analytics.limits import Limits
@@ -148,3 +149,39 @@ def test_valid_hourly_means_exceedance_and_compliance(tmp_path: Path) -> None:
     potroom = [r for r in recs if r.get("kpi") == "so2_hourly" and r["unit_process"] == "potroom-stack"]
     assert potroom and all((r["valid"], r["flag"], r["value"]) == (False, "H", None) for r in potroom)
     assert (month["valid_hours"], month["exceedance_hours"], month["value"], month["met"]) == (1, 1, 0.0, False)
+
+
+def test_ppm_at_actual_conditions_converted_in_hj75_order(tmp_path: Path) -> None:
+    data = yaml.safe_load(write_site(tmp_path / "base.yaml").read_text())
+    for unit in data["process_units"]:
+        if unit["id"] == "calciner-stack":
+            unit["units"] = {"so2": "ppm"}
+            unit["conditions"] = "actual"
+    path = tmp_path / "ppm.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    s = load_site(path)
+    csv_path = tmp_path / "ppm.csv"
+    with csv_path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["time", "device", "quantity", "value", "quality"])
+        for sec in range(0, 70):
+            ts = (T0 + timedelta(seconds=sec)).isoformat().replace("+00:00", "Z")
+            for quantity, value in (("so2_mgm3", 10.0), ("temperature_c", 160.0), ("pressure_kpa", 100.0),
+                                    ("moisture_pct", 25.0), ("o2_pct", 4.0), ("das_flag", 0)):
+                w.writerow([ts, "cems-calciner", quantity, value, "good"])
+    recs = [r for r in records(s, csv_path)
+            if r.get("kpi") == "so2_corrected" and r["unit_process"] == "calciner-stack"]
+    # 10 ppm × 2.86 = 28.6 mg/m3 (A3); × 101325/100000 × 433.15/273.15 (A1) = 45.953; / 0.75 (A2) = 61.271;
+    # × 13/17 (A9) = 46.855 mg/m3
+    expected = 10 * 2.86 * 101325 / 100000 * (273.15 + 160) / 273.15 / 0.75 * 13 / 17
+    assert recs and all(r["value"] == pytest.approx(expected, rel=1e-9) for r in recs)
+    assert expected == pytest.approx(46.855, abs=1e-3)
+
+
+def test_ppm_for_particulate_refused(tmp_path: Path) -> None:
+    data = yaml.safe_load(write_site(tmp_path / "base.yaml").read_text())
+    data["process_units"][4]["units"] = {"pm": "ppm"}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with pytest.raises(SiteConfigError, match="only so2 and nox"):
+        load_site(path)
