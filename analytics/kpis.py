@@ -26,6 +26,7 @@ from analytics.limits import LimitError, Limits
 from analytics.series import SeriesStore
 
 GAP_POLLS = 3  # a hole longer than this many poll intervals is a gap (no energy, no coverage)
+PARTIAL_HOUR_MIN_MINUTES = 15  # the running hour's mean is only a useful warning after a quarter hour
 UNIT_FACTORS = {("t", "kg"): 1000.0, ("kg", "kg"): 1.0, ("MWh", "kWh"): 1000.0, ("kWh", "kWh"): 1.0,
                 ("Nm3", "Nm3"): 1.0, ("m3", "Nm3"): 1.0, ("MJ", "MJ"): 1.0, ("GJ", "MJ"): 1000.0}
 
@@ -216,7 +217,23 @@ class KpiEngine:
                                    min(1.0, len(valid) * interval_ms / self.window_ms), level, source))
             if hourly_due:
                 rows.append(self._hourly(store, unit, pollutant, path, hour_start - HOUR_MS, limit, source))
+            partial = self._partial_hour(store, unit, pollutant, path, hour_start, end_ms, limit, source)
+            if partial is not None:
+                rows.append(partial)
         return rows
+
+    def _partial_hour(self, store: SeriesStore, unit: CemsStack, pollutant: str, path: str, hour_start: int,
+                      end_ms: int, limit: float | None, source: str) -> KpiRow | None:
+        """Early warning: the running hour's mean of valid minutes so far, once a quarter of the hour is in."""
+        t, v, flags = self._corrected(store, unit, path, hour_start, end_ms)
+        done = [m for m in cems.minutes(t, v, flags) if m.start_ms + cems.MINUTE_MS <= end_ms and m.valid]
+        if len(done) < PARTIAL_HOUR_MIN_MINUTES:
+            return None
+        mean = float(np.mean([m.value for m in done if m.value is not None]))
+        level = "" if limit is None else ("heading_over" if mean > limit else "ultra_low_met")
+        elapsed_minutes = max(1, (end_ms - hour_start) // cems.MINUTE_MS)
+        return KpiRow(end_ms, unit.id, f"{pollutant}_hour_partial", "hour_to_date", mean, "mg/m3",
+                      min(1.0, len(done) / elapsed_minutes), level, source, extra=(("valid_minutes", len(done)),))
 
     def _hourly(self, store: SeriesStore, unit: CemsStack, pollutant: str, path: str, start: int,
                 limit: float | None, source: str) -> KpiRow:

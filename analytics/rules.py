@@ -28,6 +28,7 @@ class Rule:
     description_zh: str
     description_en: str
     pending_s: float | None = None  # None: the site's alert_pending_s
+    min_completeness: float | None = None  # None: the site's min_completeness
 
 
 DEFAULT_RULES = (
@@ -41,6 +42,12 @@ DEFAULT_RULES = (
          lambda lim: lim.ultra_low("so2"), 0.9,
          "SO₂ 折算浓度超过超低排放限值（指示性滚动均值，非 HJ 75 有效小时均值）",
          "corrected SO₂ above the ultra-low limit (indicative rolling mean, not the HJ 75 valid hourly mean)"),
+    # Early warning while the hour runs: its valid minutes so far average above the limit.
+    Rule("so2_hour_heading_over", "so2_hour_partial", Severity.WARNING, Audience.ENGINEERS,
+         lambda lim: lim.ultra_low("so2"), 0.95,
+         "本小时 SO₂ 有效分钟均值已超过超低排放限值（预警）",
+         "this hour's valid SO₂ minutes so far average above the ultra-low limit (early warning)", pending_s=0.0,
+         min_completeness=0.0),  # the KPI itself needs 15 valid minutes; calibration minutes must not mute it
     # The regulatory test (HJ 75-2017): one valid hourly mean above the limit is one exceedance hour.
     Rule("so2_hourly_above_ultra_low", "so2_hourly", Severity.CRITICAL, Audience.BOTH,
          lambda lim: lim.ultra_low("so2"), 1.0,
@@ -78,10 +85,11 @@ class RuleEngine:
         if historical:
             return changes
         for row in rows:
-            if row.value is None or row.completeness < self.min_completeness:
-                continue  # an hour without valid data, or too little data, is never judged
+            if row.value is None:
+                continue  # an hour without valid data is never judged
             for rule in self.rules:
-                if rule.kpi == row.kpi:
+                required = self.min_completeness if rule.min_completeness is None else rule.min_completeness
+                if rule.kpi == row.kpi and row.completeness >= required:
                     alert = self._step(rule, row)
                     if alert is not None:
                         changes.append(alert)

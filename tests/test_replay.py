@@ -144,6 +144,11 @@ def test_valid_hourly_means_exceedance_and_compliance(tmp_path: Path) -> None:
     assert h1["value"] == pytest.approx(20.392, abs=1e-3)
     alerts = [r for r in recs if r.get("rule") == "so2_hourly_above_ultra_low"]
     assert [(a["state"], a["time"]) for a in alerts] == [("firing", "2026-11-24T00:00:00.000Z")]
+    # Early warning: 15 valid minutes into hour 0 its running mean (35.686) is already over 35; it clears once
+    # 15 valid minutes of hour 1 (after the 20-minute calibration) average 20.392.
+    warnings = [(r["state"], r["time"]) for r in recs if r.get("rule") == "so2_hour_heading_over"
+                and r["unit_process"] == "calciner-stack"]
+    assert warnings == [("firing", "2026-11-24T00:15:00.000Z"), ("resolved", "2026-11-24T01:35:00.000Z")]
     (month,) = [r for r in recs if r.get("kpi") == "so2_monthly_compliance" and r["unit_process"] == "calciner-stack"]
     # The potroom stack sent nothing: its hours are reported invalid (H), not silently absent.
     potroom = [r for r in recs if r.get("kpi") == "so2_hourly" and r["unit_process"] == "potroom-stack"]

@@ -138,3 +138,18 @@ def test_servers_answer_with_plausible_values(running: tuple[Site, Path]) -> Non
     assert len(energy) >= 4 and [t for t, _ in energy] == [t for t, _ in metal]
     ratio = (energy[-1][1] - energy[0][1]) / (metal[-1][1] - metal[0][1])
     assert abs(ratio - 12_900) < 100
+
+
+def test_calciner_calibrates_once_an_hour(site: Site) -> None:
+    model = PlantModel(site, "normal")
+    t0 = 1_000_000.0
+    model.step(t0)
+    flags = {}
+    for minute in range(0, 120):
+        model.step(t0 + minute * 60.0 + 1.0)
+        flags[minute] = model.values[("cems-calciner", "das_flag")]
+    calibrating = [m for m, f in flags.items() if f == 5.0]
+    # Span gas at 40-44 min and again at 100-104 min after start (5 minutes, once an hour), flag C (code 5).
+    assert calibrating == [40, 41, 42, 43, 44, 100, 101, 102, 103, 104]
+    model.step(t0 + 41 * 60.0)
+    assert model.values[("cems-calciner", "so2_mgm3")] == pytest.approx(80.0, abs=2.0)

@@ -43,6 +43,13 @@ REFINERY_PER_TONNE = {  # per tonne of alumina
 }
 POTROOM_AUX_KWH_PER_T = 300.0
 EXCEEDANCE_START_S = 20.0
+# Daily-drift checks of each analyser (HJ 75): 5 minutes of span gas once an hour, the first one 30 minutes
+# (potroom) or 40 minutes (calciner) after the simulator starts, so short demos never fall into one.
+CALIBRATION_FIRST_S = {"potroom_gas_treatment": 1800.0, "alumina_calciner": 2400.0}
+CALIBRATION_EVERY_S = 3600.0
+CALIBRATION_LENGTH_S = 300.0
+SPAN_GAS_MGM3 = 80.0
+DAS_FLAG_CALIBRATION = 5.0  # C in the cems-das profile's flag codes
 
 
 def normal_cell_v(unit: Potline) -> float:
@@ -191,6 +198,10 @@ class PlantModel:
             "nox": (5.0 if potroom else 30.0) + self._noise(1.0),
             "fluoride_as_F": (0.3 if potroom else 0.05) + self._noise(0.02),
         }
+        first = CALIBRATION_FIRST_S.get(unit.source_type.value, 1800.0)
+        calibrating = elapsed >= first and (elapsed - first) % CALIBRATION_EVERY_S < CALIBRATION_LENGTH_S
+        if calibrating:
+            base["so2"] = SPAN_GAS_MGM3 + self._noise(0.2)  # the analyser reads its span gas, not the flue
         for pollutant, path in unit.pollutants.items():
             self._set(path, max(0.0, base[pollutant]))
         self._set(unit.o2, (20.6 if potroom else 4.0) + self._noise(0.05))
@@ -199,4 +210,8 @@ class PlantModel:
         self._set(unit.pressure, 101.0 + self._noise(0.05))
         self._set(unit.flow, (2.5e6 if potroom else 6.0e5) * (1 + self._noise(0.005)))
         device = Ref.parse(next(iter(unit.pollutants.values()))).device
-        self.values[(device, "das_flag")] = 0.0  # N: normal
+        flag = DAS_FLAG_CALIBRATION if calibrating else 0.0  # N: normal
+        if unit.flag is not None:
+            self._set(unit.flag, flag)
+        else:
+            self.values[(device, "das_flag")] = flag
