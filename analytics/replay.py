@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from alumon.config import Site
 from alumon.telemetry import Quality, Reading, TelemetryMessage, format_ts
-from analytics import cems
+from analytics.compliance import MonthlyCompliance
 from analytics.kpis import KpiEngine, KpiRow
 from analytics.limits import Limits
 from analytics.rules import RuleEngine
@@ -82,41 +82,6 @@ def kpi_record(row: KpiRow) -> dict[str, Any]:
             "benchmark_met": row.benchmark_met, "limit_source": row.limit_source, **dict(row.extra)}
 
 
-class MonthlyCompliance:
-    """Valid hourly means per stack, pollutant and calendar month (UTC) -> the ultra-low compliance share."""
-
-    def __init__(self, limits: Limits):
-        self.min_share = float(limits.data["emissions"]["ultra_low_defaults"]["compliance_rule"]["min_share"])
-        self.hours: dict[tuple[str, str, str], list[cems.Hour]] = {}
-
-    def add(self, row: KpiRow) -> list[dict[str, Any]]:
-        """Record an hourly row; return the records of months this row closed."""
-        extra = dict(row.extra)
-        month = datetime.fromtimestamp(row.t_ms / 1000, UTC).strftime("%Y-%m")
-        pollutant = row.kpi.removesuffix("_hourly")
-        closed = [k for k in self.hours if k[:2] == (row.unit_process, pollutant) and k[2] != month]
-        records = [self._record(k) for k in closed]
-        for k in closed:
-            del self.hours[k]
-        self.hours.setdefault((row.unit_process, pollutant, month), []).append(cems.Hour(
-            row.t_ms, row.value, int(extra["valid_minutes"]), bool(extra["valid"]), str(extra["flag"]),
-            bool(extra["exceeded"])))
-        return records
-
-    def close_all(self) -> list[dict[str, Any]]:
-        records = [self._record(k) for k in self.hours]
-        self.hours.clear()
-        return records
-
-    def _record(self, key: tuple[str, str, str]) -> dict[str, Any]:
-        unit, pollutant, month = key
-        c = cems.compliance(self.hours[key], self.min_share)
-        return {"time": f"{month}-01T00:00:00.000Z", "kpi": f"{pollutant}_monthly_compliance",
-                "unit_process": unit, "window": "month", "value": c.share, "unit": "share of valid hours",
-                "valid_hours": c.valid_hours, "exceedance_hours": c.exceedance_hours, "min_share": self.min_share,
-                "met": c.met}
-
-
 def replay(site: Site, messages: Iterable[TelemetryMessage], write: Callable[[dict[str, Any]], object],
            progress: Callable[[int], None] | None = None) -> int:
     """Feed messages in time order, evaluate on the live grid, write one record per KPI row and per alert
@@ -138,8 +103,8 @@ def replay(site: Site, messages: Iterable[TelemetryMessage], write: Callable[[di
             for row in rows:
                 write(kpi_record(row))
                 if row.kpi.endswith("_hourly"):
-                    for record in monthly.add(row):
-                        write(record)
+                    for closed in monthly.add(row):
+                        write(kpi_record(closed))
             for alert in rules.evaluate(rows):
                 write({"time": format_ts(alert.last_seen), "incident": alert.id, "rule": alert.rule,
                        "unit_process": alert.unit_process, "state": alert.state.value, "value": alert.value,
@@ -161,8 +126,8 @@ def replay(site: Site, messages: Iterable[TelemetryMessage], write: Callable[[di
         if progress is not None:
             progress(len(msg.readings))
     evaluate_until(last_ms + every_ms)  # through the grid point that follows the last reading
-    for record in monthly.close_all():  # month to date
-        write(record)
+    for current in monthly.month_to_date():
+        write(kpi_record(current))
     return consumed
 
 

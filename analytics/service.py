@@ -10,11 +10,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from alumon import schema
 from alumon.config import Site
 from alumon.influx import InfluxClient, InfluxError
 from alumon.mqtt import connect, make_client
 from alumon.telemetry import TelemetryError, decode, telemetry_subscription
-from analytics.kpis import KpiEngine
+from analytics.compliance import MonthlyCompliance, month_of, month_start_ms
+from analytics.kpis import KpiEngine, KpiRow
 from analytics.limits import Limits
 from analytics.notify import Notifier
 from analytics.rules import RuleEngine
@@ -39,6 +41,7 @@ class AnalyticsService:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.notifier = Notifier(site.config, self.client, self.influx, Outbox(state_dir / "outbox"))
+        self.monthly = MonthlyCompliance(self.limits)
         self.messages = 0
         self.refused = 0
         self.kpis_written = 0
@@ -64,6 +67,7 @@ class AnalyticsService:
         every_ms = int(self.site.config.analytics.evaluate_every_s * 1000)
         end_ms = now_ms // every_ms * every_ms  # on the evaluation grid: re-evaluating writes the same point
         rows = self.engine.evaluate(self.store, end_ms)
+        rows += self._month_to_date(rows)
         self._unwritten += [r.to_line(self.site.id) for r in rows]
         try:
             self.influx.write_lines(self._unwritten)
@@ -79,11 +83,38 @@ class AnalyticsService:
         self.notifier.flush()
         self.store.trim(end_ms - self.engine.retention_ms)
 
+    def _month_to_date(self, rows: list[KpiRow]) -> list[KpiRow]:
+        out: list[KpiRow] = []
+        for row in rows:
+            if row.kpi.endswith("_hourly"):
+                out += self.monthly.add(row)
+                key = (row.unit_process, row.kpi.removesuffix("_hourly"), month_of(row.t_ms))
+                out.append(self.monthly.row(key))
+        return out
+
+    def rebuild_monthly(self, now_ms: int) -> int:
+        """Reload this month's hourly results from InfluxDB, so compliance survives a restart."""
+        month = month_of(now_ms)
+        q = (f"SELECT value, valid, flag, exceeded, valid_minutes FROM {schema.KPI} WHERE site='{self.site.id}' "
+             f"AND \"window\"='hour' AND time >= {month_start_ms(month)}ms GROUP BY unit_process, kpi")
+        n = 0
+        for series in self.influx.query(q):
+            tags = series["tags"]
+            for t, value, valid, flag, exceeded, valid_minutes in series["values"]:
+                self.monthly.add(KpiRow(int(t), tags["unit_process"], tags["kpi"], "hour", value, "mg/m3",
+                                        (valid_minutes or 0) / 60, "", "", extra=(
+                                            ("valid", bool(valid)), ("flag", str(flag)),
+                                            ("exceeded", bool(exceeded)), ("valid_minutes", int(valid_minutes or 0)))))
+                n += 1
+        return n
+
     def run(self) -> None:
         try:
             self.influx.create_database()
+            restored = self.rebuild_monthly(int(time.time() * 1000))
+            log.info("restored %d hourly results of this month for compliance", restored)
         except InfluxError as exc:
-            log.warning("cannot create database yet: %s", exc)
+            log.warning("cannot create database or restore compliance yet: %s", exc)
         connect(self.client, self.site.config.connections.mqtt, persistent=True)
         self.client.loop_start()
         every = self.site.config.analytics.evaluate_every_s

@@ -79,3 +79,22 @@ def test_kpi_alert_and_email_from_live_telemetry(tmp_path: Path, mosquitto: Serv
     points = influx_db.query("SELECT incident, state FROM alerts WHERE rule='energy_above_level3'")
     assert [p[2] for p in points[0]["values"]] == ["firing"]
     assert json.loads((tmp_path / "state" / "episodes.json").read_text())  # the open episode is on disk
+
+
+def test_monthly_compliance_survives_restart(site_file: Path, influx_db: InfluxClient) -> None:
+    from analytics.kpis import KpiRow
+    from analytics.service import AnalyticsService
+
+    site = load_site(site_file)
+    month_start = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp() * 1000)
+    hour_ms = 3_600_000
+    rows = [KpiRow(month_start + i * hour_ms, "calciner-stack", "so2_hourly", "hour", 40.0 if i < 2 else 20.0,
+                   "mg/m3", 1.0, "", "src", extra=(("valid", True), ("flag", "N"), ("exceeded", i < 2),
+                                                   ("valid_minutes", 60))) for i in range(10)]
+    influx_db.write_lines([r.to_line("gx-demo") for r in rows])
+    service = AnalyticsService(site, threading.Event(), site_file.parent / "state")
+    assert service.rebuild_monthly(month_start + 20 * hour_ms) == 10
+    (current,) = service.monthly.month_to_date()
+    extra = dict(current.extra)
+    # 10 valid hours, 2 above the limit: 8 / 10 = 80 % < 95 % -> not compliant
+    assert (current.value, extra["valid_hours"], extra["exceedance_hours"], extra["met"]) == (0.8, 10, 2, False)
