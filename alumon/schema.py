@@ -13,7 +13,11 @@ message or the same KPI evaluation overwrites instead of double-counting):
            estimated (bool), limit_source (string)
            HJ 75 hourly means (kpi ``<pollutant>_hourly``, window ``hour``, time = start of the hour) add
            valid (bool), flag (string: N, or the invalid hour's F/M/C/D/T/B/H), exceeded (bool),
-           valid_minutes (int), limit (float); value is absent for an hour without a valid minute
+           valid_minutes (int), limit (float, ultra-low), limit_<kind> and exceeded_<kind> for every
+           applicable limit (ultra_low, special, normal), emission_kg (the hour's emission); value is absent
+           for an hour without a valid minute. Minute values: kpi ``<pollutant>_minute``, window ``minute``,
+           fields valid, flag. Month to date: kpi ``<pollutant>_monthly_compliance``, window ``month``, time =
+           the month's start, fields valid_hours, exceedance_hours, min_share, met.
 ``alerts``      one point per alert state change, shaped for Grafana annotations
     tags   site, rule, unit_process, severity
     fields incident (string), state (string), value (float), limit (float), limit_source (string),

@@ -15,6 +15,7 @@ from analytics import cems
 from analytics.cems import HOUR_MS, VALID_FLAGS, flag_of_code
 from analytics.emissions import (
     CorrectionError,
+    emission_rate_kg_h,
     excess_air_correct,
     o2_correct,
     ppm_to_mgm3,
@@ -79,7 +80,8 @@ class KpiEngine:
                 paths |= {unit.alumina_output, *(c.reading for c in unit.carriers)}
             else:
                 paths |= set(unit.pollutants.values())
-                paths |= {p for p in (unit.o2, unit.moisture, unit.flag, unit.temperature, unit.pressure) if p}
+                aux = (unit.o2, unit.moisture, unit.flag, unit.temperature, unit.pressure, unit.flow)
+                paths |= {p for p in aux if p is not None}
         return paths
 
     def _gap_ms(self, path: str) -> int:
@@ -159,19 +161,21 @@ class KpiEngine:
                        r.completeness, best_level(r.value, levels), levels[0].source)]
 
     def _corrected(self, store: SeriesStore, unit: CemsStack, path: str, start: int, end: int) -> tuple[
-            npt.NDArray[np.int64], npt.NDArray[np.float64], list[str]]:
+            npt.NDArray[np.int64], npt.NDArray[np.float64], list[str], npt.NDArray[np.float64]]:
         """Per sample: the concentration at standard, dry conditions (O2-corrected where the stack's rule says
         so) and its HJ 212 flag. A sample whose moisture or O2 is missing, or whose O2 makes the correction
-        impossible, is flagged D (unusable)."""
+        impossible, is flagged D (unusable). The last array is the emission rate in kg/h (C × Q × 1e-6, NaN
+        without a flow reading)."""
         aux: dict[str, dict[int, float]] = {}
         refs = (("o2", unit.o2), ("moisture", unit.moisture), ("flag", unit.flag), ("temperature", unit.temperature),
-                ("pressure", unit.pressure))
+                ("pressure", unit.pressure), ("flow", unit.flow))
         for name, ref in refs:
             if ref is not None:
                 t_aux, v_aux = store.series[ref].window(start, end)
                 aux[name] = dict(zip(t_aux.tolist(), v_aux.tolist(), strict=True))
         t, v = store.series[path].window(start, end)
         out = np.empty(len(t), dtype=np.float64)
+        rate = np.full(len(t), np.nan)
         flags: list[str] = []
         pollutant = next(p for p, ref in unit.pollutants.items() if ref == path)
         ppm = unit.units.get(pollutant) == "ppm"
@@ -191,8 +195,10 @@ class KpiEngine:
             except (KeyError, CorrectionError):
                 c, flag = np.nan, "D"
             out[i] = c
+            if "flow" in aux and ts in aux["flow"]:
+                rate[i] = emission_rate_kg_h(c, aux["flow"][ts])
             flags.append(flag)
-        return t, out, flags
+        return t, out, flags, rate
 
     def _ultra_low(self, pollutant: str) -> tuple[float | None, str]:
         try:
@@ -208,15 +214,16 @@ class KpiEngine:
         rows = []
         for pollutant, path in unit.pollutants.items():
             limit, source = self._ultra_low(pollutant)
-            _, v, flags = self._corrected(store, unit, path, end_ms - self.window_ms, end_ms)
+            _, v, flags, _ = self._corrected(store, unit, path, end_ms - self.window_ms, end_ms)
             valid = [c for c, f in zip(v.tolist(), flags, strict=True) if f in VALID_FLAGS and c == c]
             if valid:
                 mean = float(np.mean(valid))
                 level = "" if limit is None else ("ultra_low_met" if mean <= limit else "above_ultra_low")
                 rows.append(KpiRow(end_ms, unit.id, f"{pollutant}_corrected", self.window_name, mean, "mg/m3",
                                    min(1.0, len(valid) * interval_ms / self.window_ms), level, source))
+            rows += self._minutes(store, unit, pollutant, path, end_ms)
             if hourly_due:
-                rows.append(self._hourly(store, unit, pollutant, path, hour_start - HOUR_MS, limit, source))
+                rows.append(self._hourly(store, unit, pollutant, path, hour_start - HOUR_MS))
             partial = self._partial_hour(store, unit, pollutant, path, hour_start, end_ms, limit, source)
             if partial is not None:
                 rows.append(partial)
@@ -225,7 +232,7 @@ class KpiEngine:
     def _partial_hour(self, store: SeriesStore, unit: CemsStack, pollutant: str, path: str, hour_start: int,
                       end_ms: int, limit: float | None, source: str) -> KpiRow | None:
         """Early warning: the running hour's mean of valid minutes so far, once a quarter of the hour is in."""
-        t, v, flags = self._corrected(store, unit, path, hour_start, end_ms)
+        t, v, flags, _ = self._corrected(store, unit, path, hour_start, end_ms)
         done = [m for m in cems.minutes(t, v, flags) if m.start_ms + cems.MINUTE_MS <= end_ms and m.valid]
         if len(done) < PARTIAL_HOUR_MIN_MINUTES:
             return None
@@ -235,15 +242,37 @@ class KpiEngine:
         return KpiRow(end_ms, unit.id, f"{pollutant}_hour_partial", "hour_to_date", mean, "mg/m3",
                       min(1.0, len(done) / elapsed_minutes), level, source, extra=(("valid_minutes", len(done)),))
 
-    def _hourly(self, store: SeriesStore, unit: CemsStack, pollutant: str, path: str, start: int,
-                limit: float | None, source: str) -> KpiRow:
-        """The HJ 75 hourly mean of the hour starting at ``start`` (timestamped at the hour's start)."""
-        t, v, flags = self._corrected(store, unit, path, start, start + HOUR_MS)
-        h = cems.hour(start, cems.minutes(t, v, flags), limit, self.min_valid_minutes)
+    def _minutes(self, store: SeriesStore, unit: CemsStack, pollutant: str, path: str, end_ms: int) -> list[KpiRow]:
+        """Minute values (HJ 212 CN 2051) for the minutes completed since the previous evaluation."""
+        first = (end_ms - self.every_ms) // cems.MINUTE_MS * cems.MINUTE_MS
+        t, v, flags, _ = self._corrected(store, unit, path, first - cems.MINUTE_MS, end_ms)
+        rows = []
+        for m in cems.minutes(t, v, flags):
+            done_at = m.start_ms + cems.MINUTE_MS
+            if end_ms - self.every_ms < done_at <= end_ms:
+                rows.append(KpiRow(m.start_ms, unit.id, f"{pollutant}_minute", "minute", m.value, "mg/m3",
+                                   1.0 if m.valid else 0.0, "valid" if m.valid else "invalid", "",
+                                   extra=(("valid", m.valid), ("flag", m.flag))))
+        return rows
+
+    def _hourly(self, store: SeriesStore, unit: CemsStack, pollutant: str, path: str, start: int) -> KpiRow:
+        """The HJ 75 hourly mean of the hour starting at ``start`` (timestamped at the hour's start), judged
+        against every applicable limit, with the hour's emission total (HJ 212 ``Cou``) in kg."""
+        t, v, flags, rate = self._corrected(store, unit, path, start, start + HOUR_MS)
+        limits = self.limits.applicable(unit.source_type.value, pollutant)
+        ultra = limits.get("ultra_low")
+        h = cems.hour(start, cems.minutes(t, v, flags), ultra.value if ultra else None, self.min_valid_minutes)
+        rate_minutes = [m.value for m in cems.minutes(t, rate, flags) if m.valid and m.value is not None]
         level = "invalid" if not h.valid else ("above_ultra_low" if h.exceeded else "ultra_low_met")
-        extra: tuple[tuple[str, FieldValue], ...] = (
-            ("valid", h.valid), ("flag", h.flag), ("exceeded", h.exceeded), ("valid_minutes", h.valid_minutes))
-        if limit is not None:
-            extra += (("limit", float(limit)),)
+        extra: list[tuple[str, FieldValue]] = [
+            ("valid", h.valid), ("flag", h.flag), ("exceeded", h.exceeded), ("valid_minutes", h.valid_minutes)]
+        if ultra is not None:
+            extra.append(("limit", ultra.value))
+        for kind, lim in limits.items():
+            extra.append((f"limit_{kind}", lim.value))
+            extra.append((f"exceeded_{kind}", bool(h.valid and h.mean is not None and h.mean > lim.value)))
+        if rate_minutes:
+            extra.append(("emission_kg", sum(rate_minutes) / 60.0))  # each valid minute emits rate/60 kg
+        source = "; ".join(f"{kind}: {lim.source}" for kind, lim in limits.items())
         return KpiRow(start, unit.id, f"{pollutant}_hourly", "hour", h.mean, "mg/m3", h.valid_minutes / 60,
-                      level, source, extra=extra)
+                      level, source, extra=tuple(extra))

@@ -6,6 +6,7 @@ into every KPI row and alert. Nothing numeric about the regulation is written in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -92,6 +93,33 @@ class Limits:
     def ultra_low(self, pollutant: str) -> Limit:
         key = f"emissions.ultra_low_defaults.{pollutant}"
         return self.value(key, "emissions.ultra_low_defaults", f"ultra-low {pollutant}", "mg/m3")
+
+    def applicable(self, source_type: str, pollutant: str) -> dict[str, Limit]:
+        """Every limit a stack's pollutant is judged against, by kind: ``ultra_low`` (the seed law's 2025
+        target), ``special`` (GB 25465-2010 special emission limits) and ``normal`` (GB 25465-2010 Table 5)."""
+        out: dict[str, Limit] = {}
+        candidates: dict[str, Callable[[], Limit]] = {
+            "ultra_low": lambda: self.ultra_low(pollutant),
+            "special": lambda: self._special(source_type, pollutant),
+            "normal": lambda: self.value(f"emissions.gb25465_2010.new_source.{source_type}.{pollutant}",
+                                         "emissions.gb25465_2010", "GB 25465-2010 Table 5", "mg/m3"),
+        }
+        for kind, lookup in candidates.items():
+            try:
+                out[kind] = lookup()
+            except LimitError:
+                continue
+        return out
+
+    def _special(self, source_type: str, pollutant: str) -> Limit:
+        if pollutant == "pm":
+            key = "emissions.gb25465_2010.special_limits.all_sources_pm"
+        elif pollutant == "so2" and source_type in {"potroom_gas_treatment", "alumina_calciner",
+                                                    "alumina_clinker_kiln", "anode_baking"}:
+            key = "emissions.gb25465_2010.special_limits.kilns_calciners_cells_anode_so2"
+        else:
+            raise LimitError(f"no special limit for {pollutant} from {source_type}")
+        return self.value(key, "emissions.gb25465_2010.special_limits", "GB 25465-2010 special limit", "mg/m3")
 
     def faraday_kg_per_kah(self) -> float:
         return float(_get(self.data, "energy.faraday.al_kg_per_kAh"))

@@ -134,7 +134,7 @@ def write_cems_csv(path: Path) -> Path:
             calibrating = 3600 <= s < 3600 + 20 * 60
             so2 = 35.0 if s < 3600 else (99.0 if calibrating else 20.0)
             for quantity, value in (("so2_mgm3", so2), ("o2_pct", 4.0), ("moisture_pct", 25.0),
-                                    ("das_flag", 5 if calibrating else 0)):
+                                    ("das_flag", 5 if calibrating else 0), ("flow_m3h", 600_000.0)):
                 w.writerow([ts, "cems-calciner", quantity, value, "good"])
     return path
 
@@ -151,6 +151,18 @@ def test_valid_hourly_means_exceedance_and_compliance(tmp_path: Path) -> None:
     # values are excluded: 20 / 0.75 × 13/17 = 20.392.
     assert (h1["valid"], h1["flag"], h1["exceeded"], h1["valid_minutes"]) == (False, "C", False, 40)
     assert h1["value"] == pytest.approx(20.392, abs=1e-3)
+    # Every applicable limit: ultra-low 35 (exceeded), GB 25465 special 100 and Table 5 400 (not exceeded).
+    assert (h0["limit_ultra_low"], h0["exceeded_ultra_low"]) == (35.0, True)
+    assert (h0["limit_special"], h0["exceeded_special"], h0["limit_normal"], h0["exceeded_normal"]) == (
+        100.0, False, 400.0, False)
+    assert "GB 25465-2010" in str(h0["limit_source"]) and "Table 6" in str(h0["limit_source"])
+    # Hourly emission (HJ 212 Cou): 35.686 mg/m3 × 600 000 m3/h × 1e-6 = 21.412 kg/h over 60 valid minutes;
+    # hour 1: 40 valid minutes × 20.392 × 0.6 / 60 = 8.157 kg.
+    assert h0["emission_kg"] == pytest.approx(21.412, abs=1e-3)
+    assert h1["emission_kg"] == pytest.approx(8.157, abs=1e-3)
+    minutes_ = [r for r in recs if r.get("kpi") == "so2_minute" and r["unit_process"] == "calciner-stack"]
+    assert len(minutes_) == 120  # every completed minute exactly once
+    assert [r["flag"] for r in minutes_[60:80]] == ["C"] * 20 and minutes_[80]["flag"] == "N"
     alerts = [r for r in recs if r.get("rule") == "so2_hourly_above_ultra_low"]
     assert [(a["state"], a["time"]) for a in alerts] == [("firing", "2026-11-24T00:00:00.000Z")]
     # Early warning: 15 valid minutes into hour 0 its running mean (35.686) is already over 35; it clears once

@@ -153,3 +153,15 @@ def test_calciner_calibrates_once_an_hour(site: Site) -> None:
     assert calibrating == [40, 41, 42, 43, 44, 100, 101, 102, 103, 104]
     model.step(t0 + 41 * 60.0)
     assert model.values[("cems-calciner", "so2_mgm3")] == pytest.approx(80.0, abs=2.0)
+
+
+def test_stopped_source_and_analyser_fault(site: Site) -> None:
+    model = PlantModel(site, "normal")
+    t0 = 2_000_000.0
+    model.step(t0)
+    model.step(t0 + 3 * 3600 + 60)
+    assert model.values[("cems-potroom", "das_flag")] == 1.0  # F: gas treatment stopped
+    assert model.values[("cems-calciner", "das_flag")] == 0.0
+    model.step(t0 + 4 * 3600 + 60)
+    assert model.values[("cems-calciner", "das_flag")] == 4.0  # D: analyser fault
+    assert model.values[("cems-potroom", "das_flag")] == 0.0

@@ -50,6 +50,12 @@ CALIBRATION_EVERY_S = 3600.0
 CALIBRATION_LENGTH_S = 300.0
 SPAN_GAS_MGM3 = 80.0
 DAS_FLAG_CALIBRATION = 5.0  # C in the cems-das profile's flag codes
+# Once in a long run: the potroom gas treatment stops for 30 minutes 3 h after start (flag F: source stopped,
+# never an exceedance) and the calciner's SO2 analyser faults for 10 minutes at 4 h (flag D).
+STOPPED = {"potroom_gas_treatment": (10_800.0, 1_800.0)}
+FAULT = {"alumina_calciner": (14_400.0, 600.0)}
+DAS_FLAG_STOPPED = 1.0
+DAS_FLAG_FAULT = 4.0
 
 
 def normal_cell_v(unit: Potline) -> float:
@@ -211,6 +217,12 @@ class PlantModel:
         self._set(unit.flow, (2.5e6 if potroom else 6.0e5) * (1 + self._noise(0.005)))
         device = Ref.parse(next(iter(unit.pollutants.values()))).device
         flag = DAS_FLAG_CALIBRATION if calibrating else 0.0  # N: normal
+        for schedule, code in ((STOPPED, DAS_FLAG_STOPPED), (FAULT, DAS_FLAG_FAULT)):
+            begin, length = schedule.get(unit.source_type.value, (-1.0, 0.0))
+            if begin <= elapsed < begin + length:
+                flag = code
+                for path in unit.pollutants.values():
+                    self._set(path, 0.0)  # stopped fans / a faulted analyser read zero
         if unit.flag is not None:
             self._set(unit.flag, flag)
         else:
