@@ -32,7 +32,8 @@ class MonthlyCompliance:
     KPI rows (timestamped at the month's start, so each update overwrites the month's point)."""
 
     def __init__(self, limits: Limits):
-        self.min_share = float(limits.data["emissions"]["ultra_low_defaults"]["compliance_rule"]["min_share"])
+        self.min_share = limits.value("emissions.ultra_low_defaults.compliance_rule.min_share",
+                                      "emissions.ultra_low_defaults", "monthly compliance share", "").value
         self.source = limits.ultra_low("so2").source
         self.hours: dict[Key, dict[int, cems.Hour]] = {}
 

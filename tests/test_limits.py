@@ -22,3 +22,17 @@ def test_site_override() -> None:
     so2 = Limits([o]).ultra_low("so2")
     assert so2.value == 30
     assert "桂环发 example" in so2.source and "verified" in so2.source
+
+
+def test_hj75_parameters_are_overridable() -> None:
+    from alumon.config import LimitOverride
+    from analytics.limits import Limits
+
+    lim = Limits([LimitOverride(key="cems_rules.min_valid_minutes_per_hour", value=40, source="permit example"),
+                  LimitOverride(key="emissions.ultra_low_defaults.compliance_rule.min_share", value=0.9,
+                                source="permit example")])
+    assert lim.value("cems_rules.min_valid_minutes_per_hour", "cems_rules", "x", "min").value == 40
+    assert Limits().value("cems_rules.min_valid_minutes_per_hour", "cems_rules", "x", "min").value == 45
+    from analytics.compliance import MonthlyCompliance
+
+    assert MonthlyCompliance(lim).min_share == 0.9
