@@ -9,14 +9,18 @@ from __future__ import annotations
 import itertools
 import mailbox
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
+from alumon.config import MqttConnection
 from alumon.influx import InfluxClient
+from alumon.mqtt import connect, make_client
 from alumon.stack import Server, free_port, start_influxd, start_mosquitto, start_smtp_sink
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,14 +85,34 @@ def write_site(path: Path, base: Path = EXAMPLE_SITE, *, free_device_ports: bool
     return path
 
 
+def wired_site(path: Path, mosquitto: Server, influxd: Server, smtp_sink: Server, database: str,
+               **overrides: Any) -> Path:
+    """The example site wired to the given servers and database (devices on free ports), plus overrides."""
+    return write_site(
+        path,
+        connections__mqtt={"host": "127.0.0.1", "port": mosquitto.port},
+        connections__influxdb={"url": f"http://127.0.0.1:{influxd.port}", "database": database},
+        connections__smtp={"host": "127.0.0.1", "port": smtp_sink.port, "security": "none",
+                           "sender": "alumon@gx-demo.example"},
+        **overrides,
+    )
+
+
 @pytest.fixture
 def site_file(tmp_path: Path, mosquitto: Server, influxd: Server, smtp_sink: Server,
               influx_db: InfluxClient) -> Path:
     """The example site wired to this test's servers and database, devices on free ports."""
-    return write_site(
-        tmp_path / "site.yaml",
-        connections__mqtt={"host": "127.0.0.1", "port": mosquitto.port},
-        connections__influxdb={"url": f"http://127.0.0.1:{influxd.port}", "database": influx_db.database},
-        connections__smtp={"host": "127.0.0.1", "port": smtp_sink.port, "security": "none",
-                           "sender": "alumon@gx-demo.example"},
-    )
+    return wired_site(tmp_path / "site.yaml", mosquitto, influxd, smtp_sink, influx_db.database)
+
+
+def mqtt_client(port: int, client_id: str | None = None, persistent: bool = False) -> mqtt.Client:
+    """A connected paho client (network loop running) on the local broker."""
+    conn = MqttConnection(host="127.0.0.1", port=port)
+    client = make_client(conn, client_id or f"test-{time.monotonic_ns()}")
+    connect(client, conn, persistent=persistent)
+    client.loop_start()
+    deadline = time.monotonic() + 10
+    while not client.is_connected():
+        assert time.monotonic() < deadline, f"test MQTT client could not connect to port {port}"
+        time.sleep(0.02)
+    return client

@@ -9,43 +9,27 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
-from alumon.config import MqttConnection, load_site
+from alumon.config import load_site
 from alumon.influx import InfluxClient
-from alumon.mqtt import connect, make_client
 from alumon.stack import Server
 from alumon.telemetry import Quality, Reading, TelemetryMessage, encode, telemetry_topic
 from analytics.service import run_analytics
-from tests.conftest import maildir_messages, write_site
-
-
-def connected(port: int, client_id: str) -> mqtt.Client:
-    conn = MqttConnection(host="127.0.0.1", port=port)
-    c = make_client(conn, client_id)
-    connect(c, conn, persistent=False)
-    c.loop_start()
-    while not c.is_connected():
-        time.sleep(0.02)
-    return c
+from tests.conftest import maildir_messages, mqtt_client, wired_site
 
 
 def test_kpi_alert_and_email_from_live_telemetry(tmp_path: Path, mosquitto: Server, influxd: Server,
                                                  smtp_sink: Server, influx_db: InfluxClient) -> None:
-    site = load_site(write_site(
-        tmp_path / "site.yaml",
-        connections__mqtt={"host": "127.0.0.1", "port": mosquitto.port},
-        connections__influxdb={"url": f"http://127.0.0.1:{influxd.port}", "database": influx_db.database},
-        connections__smtp={"host": "127.0.0.1", "port": smtp_sink.port, "security": "none",
-                           "sender": "alumon@gx-demo.example"},
+    site = load_site(wired_site(
+        tmp_path / "site.yaml", mosquitto, influxd, smtp_sink, influx_db.database,
         analytics={"kpi_window_s": 10, "evaluate_every_s": 1, "min_completeness": 0.5, "alert_pending_s": 2}))
     stop = threading.Event()
     service = threading.Thread(target=run_analytics, args=(site, stop, tmp_path / "state"), daemon=True)
     service.start()
-    pub = connected(mosquitto.port, "analytics-test-pub")
+    pub = mqtt_client(mosquitto.port, "analytics-test-pub")
     alerts: list[dict[str, object]] = []
-    watcher = connected(mosquitto.port, "analytics-test-watch")
-    watcher.on_message = lambda _c, _u, m: alerts.append(json.loads(m.payload))
+    watcher = mqtt_client(mosquitto.port, "analytics-test-watch")
+    # Only alerts published while we listen: retained ones left by other tests on the shared broker are old.
+    watcher.on_message = lambda _c, _u, m: None if m.retain else alerts.append(json.loads(m.payload))
     watcher.subscribe("alumon/v1/gx-demo/alerts/#", qos=1)
     time.sleep(1.0)
     energy, metal = 5_000_000.0, 100.0

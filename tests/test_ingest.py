@@ -12,14 +12,13 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from alumon.config import MqttConnection, load_site
+from alumon.config import load_site
 from alumon.influx import InfluxClient
-from alumon.mqtt import connect, make_client
 from alumon.stack import Server, start_influxd
 from alumon.telemetry import Quality, Reading, TelemetryMessage, deadletter_topic, encode, telemetry_topic
 from ingest.lines import message_lines
 from ingest.service import dropped_lines, run_ingest
-from tests.conftest import write_site
+from tests.conftest import mqtt_client, write_site
 
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
@@ -30,17 +29,6 @@ def message(device: str, seq: int) -> TelemetryMessage:
                 "cells_in_circuit": Reading(value=None, quality=Quality.STALE)}
     return TelemetryMessage(v=1, site="gx-demo", device=device, seq=seq, ts=T0 + timedelta(seconds=seq),
                             readings=readings)
-
-
-def publisher(port: int) -> mqtt.Client:
-    c = make_client(MqttConnection(host="127.0.0.1", port=port), f"test-pub-{time.monotonic_ns()}")
-    connect(c, MqttConnection(host="127.0.0.1", port=port), persistent=False)
-    c.loop_start()
-    deadline = time.monotonic() + 10
-    while not c.is_connected():
-        assert time.monotonic() < deadline, "test publisher could not connect"
-        time.sleep(0.02)
-    return c
 
 
 def publish_all(client: mqtt.Client, items: list[tuple[str, bytes]]) -> None:
@@ -90,7 +78,7 @@ BAD = [
 def test_good_and_bad_exact_counts(site_file: Path, mosquitto: Server, influx_db: InfluxClient) -> None:
     n = 2000
     dead: list[dict[str, object]] = []
-    watcher = publisher(mosquitto.port)
+    watcher = mqtt_client(mosquitto.port)
     watcher.on_message = lambda _c, _u, m: dead.append(json.loads(m.payload))
     watcher.subscribe(deadletter_topic("gx-demo"), qos=1)
     items: list[tuple[str, bytes]] = []
@@ -103,7 +91,7 @@ def test_good_and_bad_exact_counts(site_file: Path, mosquitto: Server, influx_db
     unknown = message("pl1-rectifier", 1).model_copy(update={"device": "ghost-meter"})
     items.append((telemetry_topic("gx-demo", "ghost-meter"), encode(unknown)))
     with ingest_running(site_file):
-        client = publisher(mosquitto.port)
+        client = mqtt_client(mosquitto.port)
         publish_all(client, items)
         stored = wait_count(influx_db, "SELECT count(seq) FROM telemetry", n * 3)
         dls = wait_count(influx_db, "SELECT count(size) FROM dead_letter", n // 20 + 1)
@@ -130,7 +118,7 @@ def test_ack_only_after_write_through_influx_outage(tmp_path: Path, mosquitto: S
     site_file = write_site(tmp_path / "site.yaml", connections__mqtt={"host": "127.0.0.1", "port": mosquitto.port},
                            connections__influxdb={"url": f"http://127.0.0.1:{influx.port}", "database": "outage"})
     n = 500
-    client = publisher(mosquitto.port)
+    client = mqtt_client(mosquitto.port)
     with ingest_running(site_file) as stop:
         influx.stop()
         publish_all(client, [(telemetry_topic("gx-demo", "pl1-rectifier"), encode(message("pl1-rectifier", s)))
@@ -161,7 +149,7 @@ def test_ack_after_write_influx_restarted_under_running_ingest(tmp_path: Path, m
     site_file = write_site(tmp_path / "site.yaml", connections__mqtt={"host": "127.0.0.1", "port": mosquitto.port},
                            connections__influxdb={"url": f"http://127.0.0.1:{influx.port}", "database": "outage2"})
     n = 500
-    client = publisher(mosquitto.port)
+    client = mqtt_client(mosquitto.port)
     try:
         with ingest_running(site_file):
             influx.stop()

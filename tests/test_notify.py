@@ -11,16 +11,13 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from alumon.alert import Alert, AlertState, Audience, Severity
-from alumon.config import MqttConnection, load_site
+from alumon.config import load_site
 from alumon.influx import InfluxClient
-from alumon.mqtt import connect, make_client
 from alumon.stack import Server, start_smtp_sink
 from analytics.notify import Notifier
 from analytics.state import Outbox
-from tests.conftest import maildir_messages, write_site
+from tests.conftest import maildir_messages, mqtt_client, write_site
 
 START = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
@@ -35,16 +32,6 @@ def alert(state: AlertState, rule: str = "energy_above_level3", audience: Audien
                  summary="potline-1 above level 3")
 
 
-def client(port: int) -> mqtt.Client:
-    conn = MqttConnection(host="127.0.0.1", port=port)
-    c = make_client(conn, f"notify-test-{time.monotonic_ns()}")
-    connect(c, conn, persistent=False)
-    c.loop_start()
-    while not c.is_connected():
-        time.sleep(0.02)
-    return c
-
-
 def parse(msg: object) -> EmailMessage:
     raw = bytes(msg)  # type: ignore[call-overload]
     parsed = BytesParser(policy=policy.default).parsebytes(raw)
@@ -55,7 +42,7 @@ def parse(msg: object) -> EmailMessage:
 def test_firing_and_resolved_reach_every_sink(site_file: Path, mosquitto: Server, smtp_sink: Server,
                                               influx_db: InfluxClient) -> None:
     site = load_site(site_file)
-    pub = client(mosquitto.port)
+    pub = mqtt_client(mosquitto.port)
     notifier = Notifier(site.config, pub, influx_db, Outbox(site_file.parent / "outbox"))
     notifier.dispatch(alert(AlertState.FIRING))
     notifier.dispatch(alert(AlertState.RESOLVED))
@@ -77,7 +64,7 @@ def test_firing_and_resolved_reach_every_sink(site_file: Path, mosquitto: Server
 
     # A late subscriber sees the retained state of each alert.
     seen: list[dict[str, object]] = []
-    late = client(mosquitto.port)
+    late = mqtt_client(mosquitto.port)
     late.on_message = lambda _c, _u, m: seen.append(json.loads(m.payload))
     late.subscribe("alumon/v1/gx-demo/alerts/#", qos=1)
     time.sleep(1)
@@ -95,7 +82,7 @@ def test_smtp_down_then_delivered_exactly_once(tmp_path: Path, mosquitto: Server
     sink.stop()  # SMTP is down when the alert fires
     site = load_site(write_site(tmp_path / "site.yaml", connections__smtp={
         "host": "127.0.0.1", "port": port, "security": "none", "sender": "alumon@gx-demo.example"}))
-    pub = client(mosquitto.port)
+    pub = mqtt_client(mosquitto.port)
     outbox = tmp_path / "outbox"
     notifier = Notifier(site.config, pub, influx_db, Outbox(outbox))
     notifier.dispatch(alert(AlertState.FIRING))
