@@ -210,6 +210,35 @@ def replay(
     err.print(f"replayed {n} readings", markup=False)
 
 
+influx_app = typer.Typer(help="InfluxDB set-up", no_args_is_help=True)
+app.add_typer(influx_app, name="influx")
+
+
+@influx_app.command("init")
+def influx_init(
+    site: SiteOption,
+    backfill_hours: Annotated[float, typer.Option(help="also compute rollups for the past N hours")] = 0.0,
+) -> None:
+    """Create the database, retention policies (raw, rollup_1m, rollup_1h) and rollup continuous queries.
+    Idempotent. Run it before the first `alumon ingest`: `raw` becomes the default retention policy."""
+    import time
+
+    from alumon.influx import InfluxClient, InfluxError
+    from ingest.setup import backfill, init_database
+
+    client = InfluxClient.from_config(load_or_exit(site).config.connections.influxdb)
+    try:
+        done = init_database(client)
+        if backfill_hours > 0:
+            now_ms = int(time.time() * 1000)
+            backfill(client, now_ms - int(backfill_hours * 3_600_000), now_ms)
+            done.append(f"backfilled rollups for {backfill_hours:g} h")
+    except InfluxError as exc:
+        err.print(f"InfluxDB refused: {exc}", markup=False)
+        raise typer.Exit(1) from exc
+    print("\n".join(done) if done else f"{client.database}: already set up, nothing to do")
+
+
 @stack_app.command("up")
 def stack_up_cmd(
     run_dir: Annotated[Path, typer.Option(help="where configs, data and logs go")] = Path("run/stack"),

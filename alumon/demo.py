@@ -31,6 +31,7 @@ from alumon.influx import InfluxClient, InfluxError
 from alumon.mqtt import connect, make_client
 from alumon.stack import LocalStack, free_port, stack_up, stop_pid
 from alumon.telemetry import TelemetryError, alert_topic, decode, telemetry_subscription
+from ingest.setup import init_database
 
 log = logging.getLogger("alumon.demo")
 SERVICES_IN_START_ORDER = ("sim", "ingest", "analytics", "edge")
@@ -213,7 +214,7 @@ def run_demo(site_path: Path, scenario: str, duration: float, run_dir: Path,
         site_file = derive_site(site_path, stack, run_dir / "site.yaml")
         site = load_site(site_file)
         influx = InfluxClient.from_config(site.config.connections.influxdb)
-        influx.create_database()
+        init_database(influx)  # as an operator would: `alumon influx init` before the first ingest
         console.print(f"stack up: mosquitto :{stack.mosquitto.port}, influxd :{stack.influxd.port}, "
                       f"smtp :{stack.smtp.port}; run dir {run_dir}")
 
