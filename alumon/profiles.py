@@ -21,6 +21,11 @@ PROFILE_SCHEMA_VERSION = 1
 MAX_REGISTERS_PER_READ = 125  # Modbus application protocol v1.1b3, §6.3/§6.4
 
 
+def counter_modulus(rollover: int | None, registers: int) -> int:
+    """Raw value at which an integer counter wraps: the meter's configured maximum, else its register width."""
+    return rollover if rollover is not None else 1 << (16 * registers)
+
+
 class RegisterFunction(StrEnum):
     HOLDING = "holding"  # FC03
     INPUT = "input"  # FC04
@@ -64,6 +69,10 @@ class RegisterField(Strict):
     @property
     def count(self) -> int:
         return register_count(self.type)
+
+    @property
+    def modulus(self) -> int:
+        return counter_modulus(self.rollover, self.count)
 
     def to_engineering(self, raw: int | float) -> float:
         return float(raw) * self.scale + self.offset

@@ -91,7 +91,7 @@ class KpiEngine:
     def _wrap_span(self, path: str) -> float:
         device, quantity = path.split(".", 1)
         f = self.site.profile_of(device).field(quantity)
-        return float(f.rollover or (1 << (16 * f.count))) * f.scale
+        return float(f.modulus) * f.scale
 
     def _delta(self, store: SeriesStore, path: str, end_ms: int) -> CounterDelta:
         t, v, steps = store.series[path].counter_window(end_ms - self.window_ms, end_ms)

@@ -16,10 +16,6 @@ RESET = "reset"
 ROLLOVER_MAX_FRACTION = 0.05
 
 
-def modulus_of(rollover: int | None, registers: int) -> int:
-    return rollover if rollover is not None else 1 << (16 * registers)
-
-
 def classify_step(old: int, new: int, modulus: int) -> str | None:
     """None for a normal step, else ``rollover`` or ``reset``."""
     if new >= old:

@@ -15,7 +15,7 @@ from pymodbus.exceptions import ModbusException
 from alumon.config import Device, TcpTransport
 from alumon.profiles import DeviceProfile, RegisterField, RegisterFunction
 from alumon.telemetry import Quality, Reading
-from edge.counters import CounterTracker, modulus_of
+from edge.counters import CounterTracker
 from edge.decode import request_readings
 from edge.plan import ReadRequest, plan_reads
 
@@ -104,7 +104,7 @@ class DevicePoller:
 
     def _counter_flag(self, f: RegisterField, raw: int | float) -> str | None:
         if isinstance(raw, int):
-            return self.counters.observe(self.device.id, f.name, raw, modulus_of(f.rollover, f.count))
+            return self.counters.observe(self.device.id, f.name, raw, f.modulus)
         return self.counters.observe_float(self.device.id, f.name, raw)
 
     def _track(self, result: PollResult) -> None:

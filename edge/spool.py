@@ -89,8 +89,3 @@ class Spool:
     def depth(self) -> int:
         with self._lock:
             return self._depth()
-
-    def oldest_poll_ms(self) -> int | None:
-        with self._lock:
-            row = self._db.execute("SELECT min(poll_ms) FROM outbox").fetchone()
-        return None if row[0] is None else int(row[0])

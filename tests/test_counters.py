@@ -7,10 +7,11 @@ import pytest
 from alumon.codec import DataType, WordOrder, encode
 from alumon.config import BUILTIN_PROFILES_DIR
 from alumon.profiles import RegisterField, load_profiles
+from alumon.profiles import counter_modulus as modulus_of
 from alumon.telemetry import Quality, Reading, TelemetryMessage
 from analytics.enpi import counter_delta
 from analytics.series import SeriesStore
-from edge.counters import RESET, ROLLOVER, CounterTracker, classify_step, modulus_of
+from edge.counters import RESET, ROLLOVER, CounterTracker, classify_step
 from edge.decode import request_readings
 from edge.plan import plan_reads
 
@@ -37,7 +38,7 @@ def readings_for(raw: int, tracker: CounterTracker) -> Reading:
 
     def check(f: RegisterField, value: int | float) -> str | None:
         assert isinstance(value, int)  # decoded in integer space, never via float
-        return tracker.observe("pl1-ac-meter", f.name, value, modulus_of(f.rollover, f.count))
+        return tracker.observe("pl1-ac-meter", f.name, value, f.modulus)
 
     return request_readings(PROFILE, req, regs, counter_check=check)["forward_active_kwh"]
 

@@ -32,14 +32,11 @@ def raw_value(profile: DeviceProfile, name: str, value: float) -> int | float:
     raw = (value - f.offset) / f.scale
     if f.type not in INTEGER_TYPES:
         return raw
-    bits = 16 * f.count
-    signed = f.type.value.startswith("i")
-    modulus = f.rollover or (1 << bits)
     as_int = round(raw)
-    if signed:
-        half = 1 << (bits - 1)
+    if f.type.value.startswith("i"):
+        half = 1 << (16 * f.count - 1)
         return max(-half, min(half - 1, as_int))
-    return as_int % modulus
+    return as_int % f.modulus
 
 
 def register_image(profile: DeviceProfile, values: dict[str, float], size: int) -> list[int]:
