@@ -112,17 +112,26 @@ def test_good_and_bad_exact_counts(site_file: Path, mosquitto: Server, influx_db
     watcher.loop_stop()
 
 
-def test_ack_only_after_write_through_influx_outage(tmp_path: Path, mosquitto: Server) -> None:
+def own_influx_site(tmp_path: Path, mosquitto: Server, database: str) -> tuple[Server, InfluxClient, Path]:
+    """A private influxd (so the test may stop it) and the example site wired to it and the shared broker."""
     influx = start_influxd(tmp_path / "own-influx")
-    db = InfluxClient(f"http://127.0.0.1:{influx.port}", "outage")
+    db = InfluxClient(f"http://127.0.0.1:{influx.port}", database)
     site_file = write_site(tmp_path / "site.yaml", connections__mqtt={"host": "127.0.0.1", "port": mosquitto.port},
-                           connections__influxdb={"url": f"http://127.0.0.1:{influx.port}", "database": "outage"})
+                           connections__influxdb={"url": f"http://127.0.0.1:{influx.port}", "database": database})
+    return influx, db, site_file
+
+
+def publish_burst(client: mqtt.Client, device: str, n: int) -> None:
+    publish_all(client, [(telemetry_topic("gx-demo", device), encode(message(device, s))) for s in range(n)])
+
+
+def test_ack_only_after_write_through_influx_outage(tmp_path: Path, mosquitto: Server) -> None:
+    influx, db, site_file = own_influx_site(tmp_path, mosquitto, "outage")
     n = 500
     client = mqtt_client(mosquitto.port)
     with ingest_running(site_file) as stop:
         influx.stop()
-        publish_all(client, [(telemetry_topic("gx-demo", "pl1-rectifier"), encode(message("pl1-rectifier", s)))
-                             for s in range(n)])
+        publish_burst(client, "pl1-rectifier", n)
         time.sleep(2)
         stop.set()  # ingest stops while InfluxDB is down: nothing may have been acked
     influx = start_influxd(tmp_path / "own-influx", port=influx.port)
@@ -144,17 +153,13 @@ def test_ack_only_after_write_through_influx_outage(tmp_path: Path, mosquitto: S
 
 
 def test_ack_after_write_influx_restarted_under_running_ingest(tmp_path: Path, mosquitto: Server) -> None:
-    influx = start_influxd(tmp_path / "own-influx")
-    db = InfluxClient(f"http://127.0.0.1:{influx.port}", "outage2")
-    site_file = write_site(tmp_path / "site.yaml", connections__mqtt={"host": "127.0.0.1", "port": mosquitto.port},
-                           connections__influxdb={"url": f"http://127.0.0.1:{influx.port}", "database": "outage2"})
+    influx, db, site_file = own_influx_site(tmp_path, mosquitto, "outage2")
     n = 500
     client = mqtt_client(mosquitto.port)
     try:
         with ingest_running(site_file):
             influx.stop()
-            publish_all(client, [(telemetry_topic("gx-demo", "pl2-rectifier"),
-                                  encode(message("pl2-rectifier", s))) for s in range(n)])
+            publish_burst(client, "pl2-rectifier", n)
             time.sleep(1.5)
             influx = start_influxd(tmp_path / "own-influx", port=influx.port)  # same run dir: data survives
             stored = wait_count(db, "SELECT count(seq) FROM telemetry", n * 3)
