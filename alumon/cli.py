@@ -65,10 +65,8 @@ def config_check(file: Annotated[Path, typer.Argument(help="site YAML file")]) -
     """Validate a site file: print every problem with its key path and line; exit 2 if any."""
     site = load_or_exit(file)
     c = site.config
-    Console().print(
-        f"[green]OK[/green] {file}: site {c.site.id}, {len(c.devices)} devices, "
-        f"{len(c.process_units)} process units"
-    )
+    # Plain print: rich would wrap long paths at the terminal width and break greppable output.
+    print(f"OK {file}: site {c.site.id}, {len(c.devices)} devices, {len(c.process_units)} process units")
 
 
 @app.command()
@@ -265,7 +263,7 @@ def stack_down_cmd(run_dir: Annotated[Path, typer.Option()] = Path("run/stack"))
     from alumon.stack import stack_down
 
     stack = stack_down(run_dir)
-    Console().print("stopped" if stack else f"no stack running from {run_dir}")
+    print("stopped" if stack else f"no stack running from {run_dir}")
 
 
 @app.command()
