@@ -30,6 +30,9 @@ class DataType(StrEnum):
     I64 = "i64"
     F32 = "f32"
     F64 = "f64"
+    BITFIELD = "bitfield"  # one 16-bit status word, read as u16 (optionally one bit of it: see RegisterField.bit)
+    BOOL = "bool"  # one coil or discrete input (FC01/FC02): 0 or 1
+    STRING = "string"  # ASCII, two characters per register, NUL/space padded; length set by the field's count
 
 
 class WordOrder(StrEnum):
@@ -49,9 +52,14 @@ _FORMATS: dict[DataType, tuple[str, int]] = {
     DataType.I64: (">q", 4),
     DataType.F32: (">f", 2),
     DataType.F64: (">d", 4),
+    DataType.BITFIELD: (">H", 1),
+    DataType.BOOL: (">H", 1),  # a bit read by FC01/02 arrives as 0/1, one "register" per bit
 }
 
-INTEGER_TYPES = frozenset({DataType.U16, DataType.I16, DataType.U32, DataType.I32, DataType.U64, DataType.I64})
+INTEGER_TYPES = frozenset({DataType.U16, DataType.I16, DataType.U32, DataType.I32, DataType.U64, DataType.I64,
+                           DataType.BITFIELD, DataType.BOOL})
+NUMERIC_TYPES = frozenset(_FORMATS)
+BIT_TYPES = frozenset({DataType.BOOL})  # the only type coils and discrete inputs carry
 
 
 class DecodeError(ValueError):
@@ -59,6 +67,9 @@ class DecodeError(ValueError):
 
 
 def register_count(data_type: DataType) -> int:
+    """Registers a fixed-size type occupies (a string's length is the field's own ``count``)."""
+    if data_type is DataType.STRING:
+        raise ValueError("a string's register count is set by its field, not by its type")
     return _FORMATS[data_type][1]
 
 
@@ -95,3 +106,18 @@ def encode(value: int | float, data_type: DataType, order: WordOrder = WordOrder
     native: int | float = int(value) if data_type in INTEGER_TYPES else float(value)
     regs = list(struct.unpack(f">{count}H", struct.pack(fmt, native)))
     return _reorder(regs, order)
+
+
+def decode_string(registers: list[int], order: WordOrder = WordOrder.ABCD) -> str:
+    """ASCII text, two characters per register (first character in the high byte unless byte-swapped);
+    trailing NULs and spaces are padding. Non-ASCII bytes raise DecodeError: garbage must not pass as a name."""
+    raw = struct.pack(f">{len(registers)}H", *_reorder(list(registers), order)) if registers else b""
+    try:
+        return raw.rstrip(b"\x00 ").decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"not ASCII text: {raw!r}") from exc
+
+
+def encode_string(text: str, count: int, order: WordOrder = WordOrder.ABCD) -> list[int]:
+    raw = text.encode("ascii").ljust(2 * count, b"\x00")[:2 * count]
+    return _reorder(list(struct.unpack(f">{count}H", raw)), order)

@@ -37,10 +37,21 @@ class MqttConnection(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     tls: bool = False
-    ca_file: Path | None = None
+    ca_file: Path | None = None  # None: the system trust store
+    cert_file: Path | None = None  # client certificate, when the broker requires one
+    key_file: Path | None = None
     username_env: EnvName | None = None
     password_env: EnvName | None = None
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+
+    @model_validator(mode="after")
+    def _tls_keys(self) -> MqttConnection:
+        for key in ("ca_file", "cert_file", "key_file"):
+            if getattr(self, key) is not None and not self.tls:
+                raise ValueError(f"`{key}` illegal with `tls: false`")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("`key_file` illegal without `cert_file`")
+        return self
 
 
 class InfluxConnection(Strict):
@@ -77,28 +88,66 @@ class Connections(Strict):
 
 
 class TcpTransport(Strict):
+    """Modbus TCP (MBAP framing): the device or gateway gets a connection of its own."""
+
     type: Literal["tcp"]
     host: str
     port: Annotated[int, Field(ge=1, le=65535)] = 502
 
+    @property
+    def line(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+
+class RtuOverTcpTransport(Strict):
+    """RTU frames tunnelled through a serial server / DTU: one TCP socket, behind it one RS-485 bus."""
+
+    type: Literal["rtu_over_tcp"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+    baudrate: Annotated[int, Field(ge=300, le=921600)] = 9600  # of the bus behind the server: `edge plan` only
+
+    @property
+    def line(self) -> str:
+        return f"rtu+tcp://{self.host}:{self.port}"
+
 
 class RtuTransport(Strict):
+    """Modbus RTU on a local serial port (RS-485 adapter)."""
+
     type: Literal["rtu"]
     serial_port: str  # e.g. /dev/ttyUSB0
     baudrate: Annotated[int, Field(ge=300, le=921600)] = 9600
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+    @property
+    def line(self) -> str:
+        return f"rtu://{self.serial_port}"
+
+
+Transport = Annotated[TcpTransport | RtuOverTcpTransport | RtuTransport, Field(discriminator="type")]
 
 
 class Device(Strict):
     id: Identifier
     profile: str
-    transport: Annotated[TcpTransport | RtuTransport, Field(discriminator="type")]
+    transport: Transport
     unit_id: Annotated[int, Field(ge=1, le=255)] = 1
     poll_interval_s: Annotated[float, Field(gt=0, le=86400)] = 1.0
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     retries: Annotated[int, Field(ge=0, le=10)] = 1
+    inter_request_delay_s: Annotated[float, Field(ge=0, le=5)] = 0.0  # quiet time after each request (slow devices)
+    # Circuit breaker: after this many failed polls in a row the device is only probed, with back-off.
+    failures_to_open: Annotated[int, Field(ge=1, le=100)] = 3
+    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     description: str = ""
+
+    @property
+    def shares_line(self) -> bool:
+        """Serial buses (local or tunnelled) are half-duplex: their devices take turns on one queue."""
+        return not isinstance(self.transport, TcpTransport)
 
 
 # --- process units: which reading plays which role ---------------------------------------------------------
@@ -224,6 +273,21 @@ class AnalyticsSettings(Strict):
     alert_pending_s: Annotated[float, Field(ge=0)] = 60.0
 
 
+class SpoolFullPolicy(StrEnum):
+    DROP_OLDEST = "drop_oldest"  # keep the newest data; counters make the lost interval's total recoverable
+    DROP_NEWEST = "drop_newest"  # keep the oldest data; new polls are counted and discarded
+
+
+class EdgeSettings(Strict):
+    """Store-and-forward bounds and pacing of the edge agent."""
+
+    spool_max_messages: Annotated[int, Field(ge=100)] = 1_000_000  # ~1.3 GB of 100-reading messages
+    spool_max_age_h: Annotated[float, Field(gt=0)] = 720.0  # older messages are dropped (counted) as worthless
+    spool_full: SpoolFullPolicy = SpoolFullPolicy.DROP_OLDEST
+    replay_max_per_s: Annotated[float, Field(gt=0)] = 500.0  # backlog after an outage is paced, not dumped
+    metrics_interval_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+
+
 class AlertRouting(Strict):
     engineers: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = []
     regulators: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = []
@@ -247,6 +311,7 @@ class SiteConfig(Strict):
     limits_overrides: list[LimitOverride] = []
     analytics: AnalyticsSettings = AnalyticsSettings()
     alerts: AlertRouting = AlertRouting()
+    edge: EdgeSettings = EdgeSettings()
 
     def device(self, device_id: str) -> Device:
         for d in self.devices:
@@ -335,7 +400,8 @@ def _line_for(index: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...
     return best
 
 
-_DISCRIMINATOR_TAGS = {"tcp", "rtu", "potline", "alumina_refinery", "cems_stack", "none", "o2_ref", "excess_air"}
+_DISCRIMINATOR_TAGS = {"tcp", "rtu", "rtu_over_tcp", "potline", "alumina_refinery", "cems_stack", "none", "o2_ref",
+                       "excess_air"}
 
 
 def _clean_loc(loc: tuple[str | int, ...], index: dict[tuple[str | int, ...], int]) -> tuple[str | int, ...]:
@@ -348,6 +414,26 @@ def _clean_loc(loc: tuple[str | int, ...], index: dict[tuple[str | int, ...], in
         else:
             path = (*path, part)
     return path
+
+
+def _check_lines(devices: list[Device]) -> list[Problem]:
+    """Devices on one serial line must agree on its settings and have distinct unit ids."""
+    problems: list[Problem] = []
+    first: dict[str, tuple[int, Device]] = {}
+    units: dict[tuple[str, int], str] = {}
+    for i, dev in enumerate(devices):
+        if not dev.shares_line:
+            continue
+        line = dev.transport.line
+        if (line, dev.unit_id) in units:
+            problems.append(Problem(f"devices[{i}].unit_id", f"unit id {dev.unit_id} is already used on {line} by "
+                                                             f"{units[(line, dev.unit_id)]!r}"))
+        units.setdefault((line, dev.unit_id), dev.id)
+        j, other = first.setdefault(line, (i, dev))
+        if other.transport != dev.transport:
+            problems.append(Problem(f"devices[{i}].transport", f"{line} is configured differently by "
+                                                               f"devices[{j}] ({other.id!r}): one line, one setting"))
+    return problems
 
 
 def _check_references(cfg: SiteConfig, base: Path) -> tuple[dict[str, DeviceProfile], list[Problem]]:
@@ -366,6 +452,7 @@ def _check_references(cfg: SiteConfig, base: Path) -> tuple[dict[str, DeviceProf
         except (ValidationError, yaml.YAMLError) as exc:
             problems.append(Problem("profiles_dir", f"a profile in {directory} is invalid: {exc}"))
 
+    problems += _check_lines(cfg.devices)
     profiles: dict[str, DeviceProfile] = {}
     seen: set[str] = set()
     for i, dev in enumerate(cfg.devices):

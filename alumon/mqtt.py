@@ -27,6 +27,8 @@ def make_client(conn: MqttConnection, client_id: str, *, manual_ack: bool = Fals
         client.username_pw_set(user, secret(conn.password_env))
     if conn.tls:
         ctx = ssl.create_default_context(cafile=str(conn.ca_file) if conn.ca_file else None)
+        if conn.cert_file is not None:
+            ctx.load_cert_chain(str(conn.cert_file), str(conn.key_file) if conn.key_file else None)
         client.tls_set_context(ctx)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client

@@ -96,6 +96,11 @@ def status_topic(site: str, device: str) -> str:
     return f"{TOPIC_ROOT}/{site}/{device}/status"
 
 
+def metrics_topic(site: str, agent: str) -> str:
+    """Self-metrics of a service (edge agent, ingest): QoS 0, not retained."""
+    return f"{TOPIC_ROOT}/{site}/{agent}/metrics"
+
+
 def alert_topic(site: str, rule: str) -> str:
     return f"{TOPIC_ROOT}/{site}/alerts/{rule}"
 

@@ -1,7 +1,8 @@
 """Poll planning: coalesce a profile's fields into the fewest Modbus reads.
 
 Fields of the same function are merged while the hole between them is at most ``max_gap`` registers and the
-read stays within ``max_registers_per_read`` (125, the protocol limit for FC03/FC04).
+read stays within ``max_registers_per_read`` (125, the protocol limit for FC03/FC04; 2000 bits for coils and
+discrete inputs). A profile with ``one_field_per_request`` gets exactly one read per field.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ def plan_reads(profile: DeviceProfile) -> list[ReadRequest]:
         start = end = 0
         for f in fields:
             a = profile.wire_address(f)
-            b = a + f.count
-            if group and a - end <= profile.max_gap and b - start <= profile.max_registers_per_read:
+            b = a + f.width
+            mergeable = not profile.one_field_per_request and a - end <= profile.max_gap
+            if group and mergeable and b - start <= profile.max_per_read(function):
                 group.append(f)
                 end = max(end, b)
                 continue

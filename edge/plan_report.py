@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alumon.config import RtuTransport, Site
+from alumon.config import RtuOverTcpTransport, RtuTransport, Site
 from edge.plan import plan_reads
 
 TCP_REQUEST_S = 0.010  # typical Modbus TCP round trip to a meter or gateway on a plant LAN
@@ -30,10 +30,11 @@ class DevicePlan:
         return ""
 
 
-def rtu_request_s(count: int, baudrate: int) -> float:
-    """Request (8 bytes) + response (5 + 2·count bytes), 11 bits per character, plus 3.5-character gaps and a
-    typical 10 ms device turnaround."""
-    chars = 8 + 5 + 2 * count + 2 * 3.5
+def rtu_request_s(count: int, baudrate: int, bits: bool = False) -> float:
+    """Request (8 bytes) + response (5 + 2·count bytes, or one byte per 8 bits), 11 bits per character, plus
+    3.5-character gaps and a typical 10 ms device turnaround."""
+    data = (count + 7) // 8 if bits else 2 * count
+    chars = 8 + 5 + data + 2 * 3.5
     return chars * 11 / baudrate + 0.010
 
 
@@ -41,8 +42,8 @@ def plan_site(site: Site) -> list[DevicePlan]:
     plans = []
     for dev in site.config.devices:
         reads = plan_reads(site.profile_of(dev.id))
-        if isinstance(dev.transport, RtuTransport):
-            per = [rtu_request_s(r.count, dev.transport.baudrate) for r in reads]
+        if isinstance(dev.transport, RtuTransport | RtuOverTcpTransport):
+            per = [rtu_request_s(r.count, dev.transport.baudrate, r.function.is_bits) for r in reads]
         else:
             per = [TCP_REQUEST_S for _ in reads]
         worst = dev.timeout_s * (2 + dev.retries)  # connect + first request and its retries; the rest is skipped

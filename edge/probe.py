@@ -3,9 +3,12 @@ the interpretations inside an expected range. The commissioning answer to "my fl
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
-from alumon.codec import DataType, DecodeError, WordOrder, decode, register_count
+from alumon.codec import BIT_TYPES, DataType, DecodeError, WordOrder, decode, decode_string, register_count
+
+NUMBER_TYPES = [t for t in DataType if t not in BIT_TYPES and t is not DataType.STRING]
 
 
 @dataclass(frozen=True)
@@ -13,13 +16,13 @@ class Interpretation:
     offset: int  # register offset from the first one read
     data_type: DataType
     order: WordOrder
-    value: float | int
+    value: float | int | str
     in_range: bool
 
 
 def interpretations(registers: list[int], expect: tuple[float, float] | None) -> list[Interpretation]:
     out: list[Interpretation] = []
-    for data_type in DataType:
+    for data_type in NUMBER_TYPES:
         n = register_count(data_type)
         orders = [WordOrder.ABCD, WordOrder.BADC] if n == 1 else list(WordOrder)
         for offset in range(0, len(registers) - n + 1):
@@ -30,6 +33,9 @@ def interpretations(registers: list[int], expect: tuple[float, float] | None) ->
                     continue
                 ok = (expect is not None and value == value and expect[0] <= float(value) <= expect[1])
                 out.append(Interpretation(offset, data_type, order, value, ok))
+    for order in (WordOrder.ABCD, WordOrder.BADC):  # nameplates, serial numbers, firmware versions
+        with contextlib.suppress(DecodeError):
+            out.append(Interpretation(0, DataType.STRING, order, decode_string(registers, order), False))
     return out
 
 

@@ -1,8 +1,9 @@
 """MQTT side of the edge: publishes spooled messages at QoS 1 and deletes each from the spool on PUBACK.
 
-paho's network thread owns the connection and reconnects with back-off; a pump thread feeds the spool to it
-with a bounded window of unacknowledged messages, so a long outage is replayed in order and paced instead
-of being dumped into paho's memory at once. A message replayed long after its poll is re-marked
+paho's network thread owns the connection and reconnects with back-off (the one place reconnection lives);
+a pump thread feeds the spool to it with a bounded window of unacknowledged messages and at most
+``replay_max_per_s`` messages a second, so a long outage is replayed in order and paced instead of being
+dumped into paho's memory and onto the broker at once. A message replayed long after its poll is re-marked
 ``historical`` so analytics updates KPIs from it without firing live alerts.
 """
 
@@ -12,13 +13,14 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from alumon.config import MqttConnection
 from alumon.mqtt import connect, make_client
-from alumon.telemetry import format_ts, status_topic, utc_now
+from alumon.telemetry import format_ts, metrics_topic, status_topic, utc_now
 from edge.spool import Spool, SpooledMessage
 
 log = logging.getLogger("alumon.edge.publisher")
@@ -36,11 +38,13 @@ def mark_historical(payload: bytes) -> bytes:
 
 
 class Publisher:
-    def __init__(self, site_id: str, conn: MqttConnection, spool: Spool):
+    def __init__(self, site_id: str, conn: MqttConnection, spool: Spool, max_per_s: float = 500.0):
         self.site_id = site_id
         self.spool = spool
+        self.max_per_s = max_per_s
         self.published = 0
         self.acked = 0
+        self.connects = 0
         # (paho message info, spool id), oldest first. PUBACKs are read from the info objects by the pump
         # thread, never inside paho's callback: paho holds its own locks there, and mids wrap around.
         self._inflight: list[tuple[mqtt.MQTTMessageInfo, int]] = []
@@ -57,11 +61,17 @@ class Publisher:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self._conn = conn
+        self.on_connected: Callable[[], None] | None = None
         self._pump = threading.Thread(target=self._pump_loop, name="edge-pump", daemon=True)
 
     def _status(self, state: str, reason: str = "") -> bytes:
         return json.dumps({"state": state, "reason": reason, "ts": format_ts(utc_now()),
                            "spool_depth": self.spool.depth(), "spool_dropped": self.spool.dropped}).encode()
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            inflight = len(self._inflight)
+        return {"published": self.published, "acked": self.acked, "inflight": inflight, "connects": self.connects}
 
     def start(self) -> None:
         connect(self.client, self._conn, persistent=True)
@@ -73,7 +83,10 @@ class Publisher:
             log.warning("broker refused connection: %s", reason_code)
             return
         log.info("connected to broker (session present: %s)", flags.session_present)
+        self.connects += 1
         client.publish(status_topic(self.site_id, AGENT_ID), self._status("online"), qos=1, retain=True)
+        if self.on_connected is not None:
+            self.on_connected()  # re-publish what a broker that lost its state would otherwise not know
         with self._lock:
             # paho re-sends what it still holds; the pump continues after the newest of those.
             self._last_sent_id = max((sid for _, sid in self._inflight), default=0)
@@ -103,20 +116,31 @@ class Publisher:
     def publish_status(self, device: str, body: dict[str, Any]) -> None:
         self.client.publish(status_topic(self.site_id, device), json.dumps(body).encode(), qos=1, retain=True)
 
+    def publish_metrics(self, body: dict[str, Any]) -> None:
+        """Self-metrics: QoS 0, not retained and not spooled: a lost sample is replaced by the next one."""
+        self.client.publish(metrics_topic(self.site_id, AGENT_ID), json.dumps(body).encode(), qos=0)
+
     def _pump_loop(self) -> None:
+        budget, last_fill = 0.0, time.monotonic()
         while not self._stop.is_set():
             self._wake.wait(0.5)
             self._wake.clear()
             self._collect_acks()
+            now = time.monotonic()
+            budget = min(self.max_per_s, budget + (now - last_fill) * self.max_per_s)  # at most 1 s of burst
+            last_fill = now
             if not self._connected.is_set():
                 continue
             with self._lock:
-                room = WINDOW - len(self._inflight)
+                room = min(WINDOW - len(self._inflight), int(budget))
                 last = self._last_sent_id
             if room <= 0:
+                if budget < 1:
+                    time.sleep(1 / self.max_per_s)
                 continue
             for msg in self.spool.after(last, room):
                 self._send(msg)
+                budget -= 1
 
     def _send(self, msg: SpooledMessage) -> None:
         payload = msg.payload

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_MAX_ROWS = 1_000_000
+AGE_CHECK_EVERY = 100  # appends between expiry sweeps (the sweep is one indexed DELETE)
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,18 @@ class SpooledMessage:
 
 
 class Spool:
-    def __init__(self, path: Path, max_rows: int = DEFAULT_MAX_ROWS):
+    """Bounded by ``max_rows`` (policy ``drop_oldest`` or ``drop_newest`` when full) and ``max_age_s`` (older
+    messages are dropped). Every drop is counted by cause; nothing leaves silently."""
+
+    def __init__(self, path: Path, max_rows: int = DEFAULT_MAX_ROWS, max_age_s: float | None = None,
+                 drop_newest: bool = False):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.max_rows = max_rows
-        self.dropped = 0  # oldest messages dropped because the spool was full (policy: drop oldest)
+        self.max_age_s = max_age_s
+        self.drop_newest = drop_newest
+        self.dropped_full = 0
+        self.dropped_age = 0
+        self._appends = 0
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -37,19 +46,37 @@ class Spool:
             "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, device TEXT NOT NULL,"
             " seq INTEGER NOT NULL, poll_ms INTEGER NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL)"
         )
+        self._db.execute("CREATE INDEX IF NOT EXISTS outbox_poll_ms ON outbox (poll_ms)")  # the age sweep
         self._db.execute("CREATE TABLE IF NOT EXISTS seqs (device TEXT PRIMARY KEY, last_seq INTEGER NOT NULL)")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def append(self, device: str, poll_ms: int, build: Callable[[int], tuple[str, bytes]]) -> SpooledMessage:
-        """Allocate the device's next seq, build the message with it and commit both atomically."""
+    @property
+    def dropped(self) -> int:
+        return self.dropped_full + self.dropped_age
+
+    def append(self, device: str, poll_ms: int, build: Callable[[int], tuple[str, bytes]]) -> SpooledMessage | None:
+        """Allocate the device's next seq, build the message with it and commit both atomically.
+
+        None when the spool is full under ``drop_newest``: the poll is counted as dropped and its seq is
+        still consumed, so the gap is visible to every subscriber."""
         with self._lock:
+            self._appends += 1
+            if self.max_age_s is not None and self._appends % AGE_CHECK_EVERY == 1:
+                self._expire(poll_ms)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute("SELECT last_seq FROM seqs WHERE device = ?", (device,)).fetchone()
                 seq = 0 if row is None else int(row[0]) + 1
+                if self.drop_newest and self._depth() >= self.max_rows:
+                    self._db.execute(
+                        "INSERT INTO seqs (device, last_seq) VALUES (?, ?) "
+                        "ON CONFLICT(device) DO UPDATE SET last_seq = excluded.last_seq", (device, seq))
+                    self._db.execute("COMMIT")
+                    self.dropped_full += 1
+                    return None
                 topic, payload = build(seq)
                 cur = self._db.execute(
                     "INSERT INTO outbox (device, seq, poll_ms, topic, payload) VALUES (?, ?, ?, ?, ?)",
@@ -62,7 +89,7 @@ class Spool:
                 if excess > 0:
                     self._db.execute(
                         "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)", (excess,))
-                    self.dropped += excess
+                    self.dropped_full += excess
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -82,6 +109,17 @@ class Spool:
     def remove(self, message_id: int) -> None:
         with self._lock:
             self._db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+
+    def _expire(self, now_ms: int) -> None:
+        assert self.max_age_s is not None
+        cur = self._db.execute("DELETE FROM outbox WHERE poll_ms < ?", (now_ms - int(self.max_age_s * 1000),))
+        self.dropped_age += max(cur.rowcount, 0)
+
+    def oldest_age_s(self, now_ms: int) -> float:
+        """Age of the oldest message still waiting for its PUBACK (0 when the spool is empty)."""
+        with self._lock:
+            row = self._db.execute("SELECT poll_ms FROM outbox ORDER BY id LIMIT 1").fetchone()
+        return 0.0 if row is None else max(0.0, (now_ms - int(row[0])) / 1000.0)
 
     def _depth(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])

@@ -9,17 +9,28 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alumon.codec import DataType, DecodeError, WordOrder, decode, encode, register_count
+from alumon.codec import (
+    NUMERIC_TYPES,
+    DataType,
+    DecodeError,
+    WordOrder,
+    decode,
+    decode_string,
+    encode,
+    encode_string,
+    register_count,
+)
 
 RANGES = {
     DataType.U16: st.integers(0, 2**16 - 1), DataType.I16: st.integers(-(2**15), 2**15 - 1),
     DataType.U32: st.integers(0, 2**32 - 1), DataType.I32: st.integers(-(2**31), 2**31 - 1),
     DataType.U64: st.integers(0, 2**64 - 1), DataType.I64: st.integers(-(2**63), 2**63 - 1),
     DataType.F32: st.floats(width=32, allow_nan=False), DataType.F64: st.floats(allow_nan=False),
+    DataType.BITFIELD: st.integers(0, 2**16 - 1), DataType.BOOL: st.integers(0, 1),
 }
 
 
-@pytest.mark.parametrize("data_type", list(DataType))
+@pytest.mark.parametrize("data_type", sorted(NUMERIC_TYPES))
 @pytest.mark.parametrize("order", list(WordOrder))
 def test_round_trip(data_type: DataType, order: WordOrder) -> None:
     @given(RANGES[data_type])
@@ -60,3 +71,14 @@ def test_wrong_count_and_out_of_range_registers() -> None:
         decode([1], DataType.F32)
     with pytest.raises(DecodeError, match=r"outside 0\.\.65535"):
         decode([70000], DataType.U16)
+
+
+def test_string_two_characters_per_register_padding_stripped() -> None:
+    # "SDM630" = 0x5344 0x4D36 0x3330, then NUL padding; BADC swaps the two characters of each register.
+    assert encode_string("SDM630", 4) == [0x5344, 0x4D36, 0x3330, 0x0000]
+    assert decode_string([0x5344, 0x4D36, 0x3330, 0x0000]) == "SDM630"
+    assert decode_string([0x4453, 0x364D, 0x3033, 0x2020], WordOrder.BADC) == "SDM630"
+    with pytest.raises(DecodeError, match="not ASCII"):
+        decode_string([0xFFFE])
+    with pytest.raises(ValueError, match="set by its field"):
+        register_count(DataType.STRING)
