@@ -141,7 +141,7 @@ class Device(Strict):
     inter_request_delay_s: Annotated[float, Field(ge=0, le=5)] = 0.0  # quiet time after each request (slow devices)
     # Circuit breaker: after this many failed polls in a row the device is only probed, with back-off.
     failures_to_open: Annotated[int, Field(ge=1, le=100)] = 3
-    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0  # worst-case lag to notice a device is back
     description: str = ""
 
     @property

@@ -30,11 +30,8 @@ def require_binary(name: str) -> str:
     """Path of a server binary, or a loud error saying how to install it (tests must never skip)."""
     path = shutil.which(name)
     if path is None:
-        raise StackError(
-            f"`{name}` not found on PATH. Install it with: "
-            "sudo apt-get install -y --no-install-recommends mosquitto mosquitto-clients influxdb influxdb-client"
-            " (or run `make setup`)"
-        )
+        raise StackError(f"`{name}` not found on PATH. `make setup` installs it with the other Debian packages "
+                         "the project runs against (APT_PACKAGES in the Makefile)")
     return path
 
 

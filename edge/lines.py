@@ -33,7 +33,7 @@ class ReadFailure(Exception):
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
-        self.kind = kind  # connect | timeout | exception | short | io
+        self.kind = kind  # connect | timeout | garbled | exception | short | io
 
 
 class ModbusLine:
@@ -45,16 +45,23 @@ class ModbusLine:
         self.timeout_s = timeout_s  # pymodbus' own ceiling; each device's shorter timeout is applied on top
         self.lock = asyncio.Lock()
         self.reconnects = 0
+        self._rx_bytes = 0  # bytes received on the line, to tell "silent" from "answered garbage"
         self._client: ModbusClient | None = None  # made inside the event loop, which pymodbus needs
 
     def _make_client(self) -> ModbusClient:
         t = self.transport
-        common: dict[str, Any] = {"timeout": self.timeout_s, "retries": 0, "reconnect_delay": 0}
+        common: dict[str, Any] = {"timeout": self.timeout_s, "retries": 0, "reconnect_delay": 0,
+                                  "trace_packet": self._count_rx}
         if isinstance(t, RtuTransport):
             return AsyncModbusSerialClient(t.serial_port, framer=FramerType.RTU, baudrate=t.baudrate,
                                            bytesize=t.bytesize, parity=t.parity, stopbits=t.stopbits, **common)
         framer = FramerType.RTU if isinstance(t, RtuOverTcpTransport) else FramerType.SOCKET
         return AsyncModbusTcpClient(t.host, port=t.port, framer=framer, **common)
+
+    def _count_rx(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            self._rx_bytes += len(data)
+        return data
 
     @property
     def client(self) -> ModbusClient:
@@ -89,14 +96,19 @@ class ModbusLine:
         for _attempt in range(1 + device.retries):
             try:
                 await self._ensure_connected(device.timeout_s)
+                rx_before = self._rx_bytes
                 return await asyncio.wait_for(self._read_once(req, device.unit_id), timeout=device.timeout_s)
             except ReadFailure as exc:
                 failure = exc
                 if exc.kind == "exception":  # the device answered: asking again gives the same answer
                     raise
             except TimeoutError:
-                failure = ReadFailure("timeout", f"no answer within {device.timeout_s:g} s "
-                                                 f"({req.function.value} {req.address}+{req.count})")
+                what = f"({req.function.value} {req.address}+{req.count})"
+                if self._rx_bytes > rx_before:  # bytes came, no valid frame: bad CRC, foreign transaction id
+                    failure = ReadFailure("garbled", f"garbled answer within {device.timeout_s:g} s: "
+                                                     f"{self._rx_bytes - rx_before} bytes, no valid frame {what}")
+                else:
+                    failure = ReadFailure("timeout", f"no answer within {device.timeout_s:g} s {what}")
                 self.reset()
             except (OSError, ModbusException) as exc:  # dropped connection, garbled frame pymodbus gave up on
                 failure = ReadFailure("io", f"{type(exc).__name__}: {exc}"[:200])

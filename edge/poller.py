@@ -22,9 +22,9 @@ from edge.plan import ReadRequest, plan_reads
 
 log = logging.getLogger("alumon.edge.poller")
 
-# A device that answered with an exception code or a short frame gave *bad* data; one that gave nothing
-# (timeout, refused, dropped, skipped by the breaker) leaves its last value *stale*.
-_FAILURE_QUALITY = {"exception": Quality.BAD, "short": Quality.BAD}
+# A device that answered with an exception code, a short or a garbled frame gave *bad* data; one that gave
+# nothing (timeout, refused, dropped, skipped by the breaker) leaves its last value *stale*.
+_FAILURE_QUALITY = {"exception": Quality.BAD, "short": Quality.BAD, "garbled": Quality.BAD}
 
 
 @dataclass

@@ -3,93 +3,20 @@ continuity across restarts, nothing lost through a broker outage."""
 
 from __future__ import annotations
 
-import threading
+import signal
+import subprocess
+import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import yaml
 
-from alumon.config import MqttConnection, Site, load_site
-from alumon.mqtt import connect, make_client
-from alumon.sim.server import run_simulator
+from alumon.config import load_site
+from alumon.sim.faults import FaultKind, SimFault
 from alumon.stack import Server, free_port, start_mosquitto
-from alumon.telemetry import Quality, TelemetryMessage, decode, telemetry_subscription
-from edge.agent import run_edge
-from tests.conftest import write_site
-
-
-class Observer:
-    """A persistent-session subscriber recording every telemetry message per device."""
-
-    def __init__(self, port: int, client_id: str):
-        self.by_device: dict[str, list[TelemetryMessage]] = defaultdict(list)
-        self.lock = threading.Lock()
-        conn = MqttConnection(host="127.0.0.1", port=port)
-        self.client = make_client(conn, client_id)
-        self.client.on_connect = lambda c, *_: c.subscribe(telemetry_subscription("gx-demo"), qos=1)
-        self.client.on_message = self._on_message
-        connect(self.client, conn, persistent=True)
-        self.client.loop_start()
-        deadline = time.monotonic() + 10
-        while not self.client.is_connected():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        time.sleep(0.2)
-
-    def _on_message(self, _c: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
-        msg = decode(bytes(m.payload), m.topic)
-        with self.lock:
-            self.by_device[msg.device].append(msg)
-
-    def seqs(self, device: str) -> list[int]:
-        with self.lock:
-            return [m.seq for m in self.by_device[device]]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-@contextmanager
-def running(body: Callable[[threading.Event], None]) -> Iterator[None]:
-    """Run a service in a thread until the block ends."""
-    stop = threading.Event()
-    t = threading.Thread(target=body, args=(stop,), daemon=True)
-    t.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        t.join(timeout=20)
-        assert not t.is_alive()
-
-
-def sim(site: Site) -> Callable[[threading.Event], None]:
-    return lambda stop: run_simulator(site, "normal", None, stop)
-
-
-def edge(site: Site, spool: Path) -> Callable[[threading.Event], None]:
-    return lambda stop: run_edge(site, stop, spool)
-
-
-def small_site(tmp: Path, mqtt_port: int) -> Site:
-    """Five devices of the example site (two potlines' meters and scales, one CEMS) at 0.5 s."""
-    data = yaml.safe_load(write_site(tmp / "full.yaml", connections__mqtt={"host": "127.0.0.1",
-                                                                           "port": mqtt_port}).read_text())
-    keep = {"pl1-ac-meter", "pl1-scale", "pl2-ac-meter", "pl2-scale", "cems-calciner"}
-    data["devices"] = [dict(d, poll_interval_s=0.5, timeout_s=0.3) for d in data["devices"] if d["id"] in keep]
-    units = {"potline-1", "potline-2", "calciner-stack"}
-    data["process_units"] = [u for u in data["process_units"] if u["id"] in units]
-    for unit in data["process_units"]:
-        for key in ("line_current", "line_voltage", "auxiliary_energy"):
-            unit.pop(key, None)
-    path = tmp / "site.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True))
-    return load_site(path)
+from alumon.telemetry import Quality
+from tests.edge_support import Observer, edge, running, sim, small_site, wait_until
 
 
 def test_every_device_polled_with_consecutive_seqs_and_restart_continues(tmp_path: Path, mosquitto: Server) -> None:
@@ -134,25 +61,77 @@ def test_dead_device_is_stale_and_others_keep_schedule(tmp_path: Path, mosquitto
     assert all(r.quality is Quality.STALE and r.value is None for m in dead_msgs for r in m.readings.values())
 
 
-def test_broker_outage_loses_nothing(tmp_path: Path) -> None:
+def test_broker_down_60s_and_a_device_silent_30s(tmp_path: Path) -> None:
+    """Polling at 1 s, one meter stops answering for 30 s and the broker is stopped for 60 s: every sequence
+    number of every device arrives exactly once once the broker is back, the four healthy devices kept their
+    full schedule with good data, the silent one reported stale readings every cycle and recovered."""
     port = free_port()
     broker = start_mosquitto(tmp_path / "broker", port=port)
-    site = small_site(tmp_path, port)
+    site = small_site(tmp_path, port, interval_s=1.0, edge={"metrics_interval_s": 2.0})
+    silent = SimFault("pl2-scale", FaultKind.SILENT, 5, 30)
     obs = Observer(port, "obs-outage")
     try:
-        with running(sim(site)), running(edge(site, tmp_path / "spool")):
-            time.sleep(2)
-            broker.stop()  # 4 s outage: polls go to the spool
-            time.sleep(4)
-            broker = start_mosquitto(tmp_path / "broker", port=port)
-            time.sleep(6)  # edge and observer reconnect, the spool drains
-        time.sleep(1)
+        with running(sim(site, [silent])):
+            started = time.monotonic()
+            with running(edge(site, tmp_path / "spool")):
+                time.sleep(8)
+                broker.stop()
+                time.sleep(60)
+                broker = start_mosquitto(tmp_path / "broker", port=port)
+                polled_s = time.monotonic() - started
+                wait_until(lambda: min(len(obs.seqs(d.id)) for d in site.config.devices) >= polled_s - 1, 60,
+                           "the spool to drain to the observer")
+                time.sleep(2.5)  # one more metrics message after the drain
+        time.sleep(0.5)
+        counts = {d.id: len(obs.seqs(d.id)) for d in site.config.devices}
         for dev in site.config.devices:
-            seqs = sorted(set(obs.seqs(dev.id)))
-            assert seqs == list(range(len(seqs))), (dev.id, seqs)
-            assert len(seqs) >= 20  # ~24 polls at 0.5 s over 12 s, none missing
-            historical = [m.seq for m in obs.by_device[dev.id] if m.historical]
-            assert historical == [] or min(historical) > 0
+            seqs = obs.seqs(dev.id)
+            assert sorted(seqs) == list(range(len(seqs))), (dev.id, seqs)  # each seq exactly once, none missing
+        assert max(counts.values()) - min(counts.values()) <= 1, counts  # the silent one reported every cycle
+        healthy = [d.id for d in site.config.devices if d.id != silent.device]
+        for dev_id in healthy:
+            assert all(r.quality is Quality.GOOD for m in obs.by_device[dev_id] for r in m.readings.values())
+        last_metrics = obs.metrics[-1]["devices"]
+        assert all(last_metrics[d]["missed_cycles"] == 0 for d in healthy), last_metrics
+        stale = [m.seq for m in obs.by_device[silent.device]
+                 if all(r.quality is Quality.STALE for r in m.readings.values())]
+        assert 28 <= len(stale) <= 36, stale  # 30 s of silence at 1 s, + up to 5 s of breaker back-off
+        assert all(r.quality is Quality.GOOD for r in obs.by_device[silent.device][-1].readings.values())
+        replayed = [m for m in obs.by_device["pl1-scale"] if m.historical]
+        assert len(replayed) >= 40  # the outage's backlog was marked historical for analytics
     finally:
         obs.close()
         broker.stop()
+
+
+def test_edge_killed_mid_publish_loses_nothing(tmp_path: Path, mosquitto: Server) -> None:
+    """``kill -9`` of the edge process while it publishes, then a restart: every sequence number arrives, and
+    a number seen twice is the same message (the one in flight at the kill)."""
+    site = small_site(tmp_path, mosquitto.port, interval_s=0.2)
+    obs = Observer(mosquitto.port, "obs-sigkill")
+    argv = [sys.executable, "-m", "alumon", "edge", "--site", str(site.path), "--spool-dir", str(tmp_path / "spool")]
+    log = (tmp_path / "edge.log").open("ab")
+    try:
+        with running(sim(site)):
+            for _ in range(2):
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+                time.sleep(4)
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            time.sleep(3)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+        time.sleep(1)
+        for dev in site.config.devices:
+            msgs = obs.by_device[dev.id]
+            by_seq: dict[int, set[bytes]] = defaultdict(set)
+            for m in msgs:
+                by_seq[m.seq].add(m.model_dump_json(exclude={"historical"}).encode())
+            assert sorted(by_seq) == list(range(len(by_seq))), (dev.id, sorted(by_seq))
+            assert all(len(v) == 1 for v in by_seq.values()), dev.id  # a duplicate is the same message
+            assert len(msgs) - len(by_seq) <= 20, dev.id  # duplicates: at most the in-flight window
+            assert len(by_seq) >= 40
+    finally:
+        log.close()
+        obs.close()
