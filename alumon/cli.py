@@ -74,11 +74,21 @@ def sim(
     site: SiteOption,
     scenario: Annotated[str, typer.Option(help="normal | energy-drift | emission-exceedance")] = "normal",
     trace: Annotated[Path | None, typer.Option(help="write the simulator's true values as JSON lines")] = None,
+    fault: Annotated[list[str] | None, typer.Option(
+        help="inject a fault, DEVICE:KIND:START_S:DURATION_S with KIND silent | exception | garbled "
+             "(repeatable)")] = None,
 ) -> None:
-    """Serve every device of the site from a simulated plant (one Modbus TCP server per device)."""
+    """Serve every device of the site from a simulated plant (one Modbus server per line: TCP, serial, RTU over
+    TCP)."""
+    from alumon.sim.faults import parse_fault
     from alumon.sim.server import run_simulator
 
-    run_until_signalled("sim", site, lambda s, stop: run_simulator(s, scenario, trace, stop))
+    try:
+        faults = [parse_fault(text) for text in fault or []]
+    except ValueError as exc:
+        err.print(f"--fault: {exc}", markup=False)
+        raise typer.Exit(2) from exc
+    run_until_signalled("sim", site, lambda s, stop: run_simulator(s, scenario, trace, stop, faults))
 
 
 edge_app = typer.Typer(help="Edge agent and its commissioning tools")
@@ -108,51 +118,64 @@ def edge_plan(site: SiteOption) -> None:
     from edge.plan_report import plan_site
 
     plans = plan_site(load_or_exit(site))
-    print(f"{'device':20} {'requests':>8} {'registers':>9} {'cycle s':>8} {'if silent s':>11} {'interval s':>10}  note")
+    print(f"{'device':20} {'requests':>8} {'registers':>9} {'cycle s':>8} {'bus s':>7} {'if silent s':>11} "
+          f"{'interval s':>10}  note")
     for p in plans:
-        print(f"{p.device:20} {p.requests:8} {p.registers:9} {p.predicted_cycle_s:8.3f} {p.worst_cycle_s:11.2f} "
+        bus = f"{p.line_cycle_s:7.3f}" if p.line_devices > 1 else f"{'-':>7}"
+        print(f"{p.device:20} {p.requests:8} {p.registers:9} {p.predicted_cycle_s:8.3f} {bus} {p.worst_cycle_s:11.2f} "
               f"{p.interval_s:10g}  {'WARNING: ' + p.warning if p.warning else 'ok'}")
-    print("if silent: cycle time when the device does not answer (its later cycles are skipped, no other device "
-          "waits)")
+    print("bus: one round of every device on the same serial line (they take turns). if silent: cycle time when the "
+          "device does not answer (its breaker then keeps it off the line)")
     if any(not p.fits for p in plans):
         raise typer.Exit(1)
 
 
 @edge_app.command("probe")
 def edge_probe(
-    target: Annotated[str, typer.Argument(help="HOST[:PORT] of the meter or gateway (port 502 by default)")],
+    target: Annotated[str, typer.Argument(help="HOST[:PORT] of the meter or gateway (port 502), or a serial port "
+                                               "such as /dev/ttyUSB0 with --baudrate")],
     unit: Annotated[int, typer.Option(help="Modbus unit id")] = 1,
     address: Annotated[int, typer.Option(help="first register, 0-based wire address")] = 0,
     count: Annotated[int, typer.Option(help="registers to read (1..125)", min=1, max=125)] = 4,
-    function: Annotated[str, typer.Option(help="holding | input")] = "holding",
+    function: Annotated[str, typer.Option(help="holding | input | coil | discrete")] = "holding",
     expect: Annotated[str | None, typer.Option(help="plausible range MIN..MAX, e.g. 200..250")] = None,
     all_: Annotated[bool, typer.Option("--all", help="show every interpretation, not only the matches")] = False,
+    rtu_over_tcp: Annotated[bool, typer.Option(help="HOST:PORT is a serial server speaking RTU frames")] = False,
+    baudrate: Annotated[int, typer.Option(help="serial ports: baud rate")] = 9600,
+    parity: Annotated[str, typer.Option(help="serial ports: N, E or O")] = "N",
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 3.0,
 ) -> None:
     """Read registers and print them decoded in every type and word/byte order."""
-    from pymodbus.client import ModbusTcpClient
+    from pydantic import ValidationError
 
-    from edge.probe import interpretations, parse_range
+    from alumon.config import Device
+    from alumon.profiles import RegisterFunction
+    from edge.lines import ReadFailure
+    from edge.probe import interpretations, parse_range, read_raw
 
-    host, _, port = target.partition(":")
     try:
         expected = parse_range(expect) if expect else None
-    except ValueError as exc:
-        err.print(f"--expect: {exc}")
+        if target.startswith("/"):
+            transport: dict[str, object] = {"type": "rtu", "serial_port": target, "baudrate": baudrate,
+                                            "parity": parity}
+        else:
+            host, _, port = target.partition(":")
+            transport = {"type": "rtu_over_tcp" if rtu_over_tcp else "tcp", "host": host, "port": int(port or 502)}
+        device = Device.model_validate({"id": "probe", "profile": "probe", "unit_id": unit, "timeout_s": timeout,
+                                        "retries": 0, "poll_interval_s": timeout + 1, "transport": transport})
+        fc = RegisterFunction(function)
+    except (ValueError, ValidationError) as exc:
+        err.print(f"alumon edge probe: {exc}", markup=False)
         raise typer.Exit(2) from exc
-    client = ModbusTcpClient(host, port=int(port or 502), timeout=3)
-    if not client.connect():  # type: ignore[no-untyped-call]
-        err.print(f"cannot connect to {host}:{port or 502}")
-        raise typer.Exit(1)
     try:
-        read = client.read_input_registers if function == "input" else client.read_holding_registers
-        rr = read(address, count=count, device_id=unit)
-    finally:
-        client.close()  # type: ignore[no-untyped-call]
-    if rr.isError():
-        err.print(f"the device answered with an exception: {rr}")
-        raise typer.Exit(1)
-    regs = list(rr.registers)
+        regs = read_raw(device, fc, address, count)
+    except ReadFailure as exc:
+        err.print(f"{target}: {exc}", markup=False)
+        raise typer.Exit(1) from exc
     print("raw: " + " ".join(f"{address + i}=0x{r:04X}" for i, r in enumerate(regs)))
+    if fc.is_bits:
+        print("bits: " + " ".join(f"{address + i}={r}" for i, r in enumerate(regs)))
+        return
     rows = interpretations(regs, expected)
     shown = [r for r in rows if all_ or expected is None or r.in_range]
     for r in shown:

@@ -158,11 +158,16 @@ class DeviceProfile(Strict):
                                  "`type: string`; set `order: ABCD` or `BADC` on the field")
             if self.wire_address(f) < 0 or self.wire_address(f) + f.width > 65536:
                 raise ValueError(f"{f.name}: address outside the register space for address_base {self.address_base}")
-        spans = sorted(
-            (self.function_of(f).value, self.wire_address(f), self.wire_address(f) + f.width, f.name)
-            for f in self.fields
-        )
-        for (fa, _, end_a, name_a), (fb, start_b, _, name_b) in itertools.pairwise(spans):
+        # Fields naming bits of one status word share its register; anything else sharing a register is a mistake.
+        spans: dict[tuple[str, int, int], str] = {}
+        for f in self.fields:
+            key = (self.function_of(f).value, self.wire_address(f), self.wire_address(f) + f.width)
+            if key in spans:
+                if f.type is DataType.BITFIELD and self.field(spans[key]).type is DataType.BITFIELD:
+                    continue
+                raise ValueError(f"fields {spans[key]!r} and {f.name!r} overlap in {key[0]} registers")
+            spans[key] = f.name
+        for ((fa, _, end_a), name_a), ((fb, start_b, _), name_b) in itertools.pairwise(sorted(spans.items())):
             if fa == fb and start_b < end_a:
                 raise ValueError(f"fields {name_a!r} and {name_b!r} overlap in {fa} registers")
         return self

@@ -3,10 +3,15 @@ the interpretations inside an expected range. The commissioning answer to "my fl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 
 from alumon.codec import BIT_TYPES, DataType, DecodeError, WordOrder, decode, decode_string, register_count
+from alumon.config import Device
+from alumon.profiles import RegisterFunction
+from edge.lines import build_lines
+from edge.plan import ReadRequest
 
 NUMBER_TYPES = [t for t in DataType if t not in BIT_TYPES and t is not DataType.STRING]
 
@@ -47,3 +52,17 @@ def parse_range(text: str) -> tuple[float, float]:
     if a > b:
         raise ValueError(f"MIN {a} is larger than MAX {b}")
     return a, b
+
+
+def read_raw(device: Device, function: RegisterFunction, address: int, count: int) -> list[int]:
+    """One read through the same line code the edge polls with (any transport); raises ReadFailure."""
+
+    async def once() -> list[int]:
+        line = build_lines([device])[device.id]
+        try:
+            async with line.lock:
+                return await line.read(ReadRequest(function, address, count, ()), device)
+        finally:
+            line.close()
+
+    return asyncio.run(once())

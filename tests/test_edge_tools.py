@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from alumon.codec import DataType, WordOrder
 from alumon.config import load_site
@@ -54,3 +55,21 @@ def test_probe_cli_against_simulator(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "raw: 0=0x" in out.stdout
     assert any("f32  ABCD" in line and "in range" in line for line in out.stdout.splitlines()), out.stdout
+
+
+def test_plan_warns_when_a_shared_bus_cannot_poll_its_devices_in_time(tmp_path: Path) -> None:
+    data = yaml.safe_load(EXAMPLE_SITE.read_text())
+    for unit, dev in enumerate(d for d in data["devices"] if d["id"].startswith("pl1-")):
+        dev.update(unit_id=unit + 1, poll_interval_s=0.15, timeout_s=0.1,
+                   transport={"type": "rtu", "serial_port": "/dev/ttyUSB0", "baudrate": 9600})
+    (tmp_path / "bus.yaml").write_text(yaml.safe_dump(data))
+    plans = {p.device: p for p in plan_site(load_site(tmp_path / "bus.yaml"))}
+    bus = plans["pl1-rectifier"]
+    # rectifier, meter and scale: four RTU reads of 45-60 ms each at 9600 baud do not fit 0.15 s together
+    assert bus.line_devices == 3 and bus.line_cycle_s == pytest.approx(
+        sum(plans[d].predicted_cycle_s for d in ("pl1-rectifier", "pl1-ac-meter", "pl1-scale")))
+    assert bus.predicted_cycle_s < 0.15 < bus.line_cycle_s
+    assert "its bus rtu:///dev/ttyUSB0 needs" in bus.warning
+    out = subprocess.run([sys.executable, "-m", "alumon", "edge", "plan", "--site", str(tmp_path / "bus.yaml")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "WARNING: its bus" in out.stdout, out.stdout

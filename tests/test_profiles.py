@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from alumon.codec import DataType, WordOrder, encode
+from alumon.codec import DataType, WordOrder, encode, encode_string
 from alumon.config import BUILTIN_PROFILES_DIR
 from alumon.profiles import DeviceProfile, load_profiles
 from alumon.telemetry import Quality
-from edge.decode import request_readings
+from edge.decode import request_readings, request_texts
 from edge.plan import plan_reads
 
 PROFILES = load_profiles(BUILTIN_PROFILES_DIR)
@@ -97,3 +97,61 @@ def test_one_based_addresses() -> None:
                                       "fields": [{"name": "e", "address": 30073, "type": "u32"}]})
     assert p.wire_address(p.field("e")) == 30072
     assert p.order_of(p.field("e")) is WordOrder.CDAB
+
+
+@pytest.mark.parametrize(("field", "message"), [
+    ({"type": "f32", "count": 3}, "`count: 3` disagrees with `type: f32` (2 registers)"),
+    ({"type": "string"}, "`type: string` needs `count`"),
+    ({"type": "string", "count": 4, "scale": 0.1}, "`scale` illegal with `type: string`"),
+    ({"type": "u16", "order": "CDAB"}, "`order: CDAB` illegal with `type: u16` (no words to swap)"),
+    ({"type": "u32", "bit": 3}, "`bit` illegal with `type: u32`"),
+    ({"type": "f32", "function": "coil"}, "`function: coil` illegal with `type: f32`"),
+    ({"type": "bool", "function": "holding"}, "`function: holding` illegal with `type: bool`"),
+    ({"type": "bitfield", "kind": "counter"}, "`kind: counter` illegal with `type: bitfield`"),
+])
+def test_illegal_key_pairs_are_named(field: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        DeviceProfile.model_validate(_profile(name="a", address=0, **field))
+    assert message in str(exc.value)
+
+
+def test_profile_default_function_must_suit_the_type() -> None:
+    with pytest.raises(ValidationError, match="profile default `function: holding` illegal with `type: bool`"):
+        DeviceProfile.model_validate(_profile(name="a", address=0, type="bool"))
+
+
+def test_bits_of_one_status_word_may_share_it_but_nothing_else() -> None:
+    r = PROFILES["rectifier-plc"]
+    out = decoded(r, {"alarm_word": [0b0101]})
+    assert out["alarm_word"] == 5 and out["anode_effect"] == 1  # bit 2 of 0b0101
+    with pytest.raises(ValidationError, match="fields 'w' and 'n' overlap"):
+        DeviceProfile.model_validate({"profile": "x", "fields": [
+            {"name": "w", "address": 5, "type": "bitfield"}, {"name": "n", "address": 5, "type": "u16"}]})
+
+
+def test_coils_plan_in_bits_and_decode_as_bool() -> None:
+    p = DeviceProfile.model_validate({"profile": "x", "fields": [
+        {"name": "breaker_closed", "address": 0, "type": "bool", "function": "coil"},
+        {"name": "fan_running", "address": 9, "type": "bool", "function": "coil"},
+        {"name": "trip", "address": 1500, "type": "bool", "function": "discrete"},
+        {"name": "power", "address": 0, "type": "f32"}]})
+    reqs = {r.function.value: r for r in plan_reads(p)}
+    assert (reqs["coil"].address, reqs["coil"].count) == (0, 10)
+    bits = [1, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert {k: r.value for k, r in request_readings(p, reqs["coil"], bits).items()} == {
+        "breaker_closed": 1.0, "fan_running": 1.0}
+    wide = p.model_copy(update={"max_gap": 2000})
+    assert [r.function.value for r in plan_reads(wide)].count("coil") == 1  # 2000 bits fit one FC01 read
+
+
+def test_one_field_per_request_quirk() -> None:
+    p = PROFILES["cems-das"].model_copy(update={"one_field_per_request": True})
+    assert len(plan_reads(p)) == len(p.fields)
+
+
+def test_string_fields_go_to_identity_not_telemetry() -> None:
+    p = PROFILES["cems-das"]
+    req = next(r for r in plan_reads(p) if any(f.name == "das_model" for f in r.fields))
+    regs = registers_for(p, req.address, req.count, {"das_model": encode_string("HJ212-DAS v2.1", 8)})
+    assert "das_model" not in request_readings(p, req, regs)
+    assert request_texts(p, req, regs) == {"das_model": "HJ212-DAS v2.1"}

@@ -4,18 +4,25 @@ it) and Modbus TCP, served by the simulator's pymodbus servers."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType as SimType
+from pymodbus.simulator import SimData, SimDevice
 
-from alumon.config import Site, load_site
+from alumon.config import Device, Site, load_site
+from alumon.profiles import DeviceProfile
 from alumon.ptys import PtyPair, start_pty_pair
 from alumon.sim.faults import FaultKind, SimFault
 from alumon.stack import Server, free_port
 from alumon.telemetry import Quality
+from edge.lines import build_lines
+from edge.poller import DevicePoller, PollResult
 from tests.conftest import write_site
 from tests.edge_support import Observer, edge, running, sim
 
@@ -120,3 +127,38 @@ def test_faults_stay_with_their_device(tmp_path: Path, mosquitto: Server, bus: P
     for device in ("pl2-ac-meter", "ref-totaliser"):  # garbage on a line: the connection is reset
         assert metrics[device]["line_reconnects"] >= 1 and metrics[device]["failures"].get("garbled", 0) >= 1
     assert all(metrics[d]["missed_cycles"] == 0 for d in counts.keys() - faulty), metrics
+
+
+def test_coils_and_discrete_inputs_through_a_line(tmp_path: Path) -> None:
+    """FC01/FC02 against a pymodbus server: bits arrive padded to whole bytes and are cut to the request."""
+    profile = DeviceProfile.model_validate({"profile": "switchgear", "fields": [
+        {"name": "breaker_closed", "address": 0, "type": "bool", "function": "coil"},
+        {"name": "fan_running", "address": 9, "type": "bool", "function": "coil"},
+        {"name": "trip", "address": 2, "type": "bool", "function": "discrete"},
+        {"name": "alarms", "address": 1, "type": "bitfield"}, {"name": "door_open", "address": 1, "type": "bitfield",
+                                                                "bit": 3}]})
+    port = free_port()
+    device = Device.model_validate({"id": "switchgear", "profile": "switchgear", "timeout_s": 0.5,
+                                    "transport": {"type": "tcp", "host": "127.0.0.1", "port": port}})
+
+    async def scenario() -> PollResult:
+        sim = SimDevice(id=1, simdata=(
+            [SimData(address=0, count=1, values=[0b1000000001], datatype=SimType.BITS)],
+            [SimData(address=0, count=1, values=[0b100], datatype=SimType.BITS)],
+            [SimData(address=0, count=4, values=[0, 0b1000, 0, 0], datatype=SimType.REGISTERS)],
+            [SimData(address=0, count=4, values=0, datatype=SimType.REGISTERS)]))
+        server = ModbusTcpServer(sim, address=("127.0.0.1", port))
+        task = asyncio.create_task(server.serve_forever())
+        await asyncio.sleep(0.3)
+        line = build_lines([device])["switchgear"]
+        try:
+            return await DevicePoller(device, profile, line, lambda _r: None).poll_once(time.time())
+        finally:
+            line.close()
+            await server.shutdown()  # type: ignore[no-untyped-call]
+            task.cancel()
+
+    result = asyncio.run(scenario())
+    assert result.ok, result.reason
+    assert {k: r.value for k, r in result.readings.items()} == {
+        "breaker_closed": 1.0, "fan_running": 1.0, "trip": 1.0, "alarms": 8.0, "door_open": 1.0}

@@ -188,5 +188,8 @@ async def _serve(site: Site, scenario: str, trace_path: Path | None, stop: threa
 def run_simulator(site: Site, scenario: str, trace_path: Path | None, stop: threading.Event,
                   faults: list[SimFault] | None = None) -> None:
     """Serve every device of the site until ``stop`` is set."""
-    PlantModel(site, scenario)  # refuse an unknown scenario before opening any port
+    PlantModel(site, scenario)  # refuse an unknown scenario or fault before opening any port
+    unknown = sorted({f.device for f in faults or []} - {d.id for d in site.config.devices})
+    if unknown:
+        raise ValueError(f"faults name devices the site does not have: {', '.join(unknown)}")
     asyncio.run(_serve(site, scenario, trace_path, stop, faults or []))
