@@ -89,19 +89,24 @@ def measure(pid: int, seconds: float) -> tuple[float, float]:
 BASELINE = """
 import asyncio, sys, time, json
 from pymodbus.client import AsyncModbusTcpClient
-plan = json.loads(sys.argv[1])
-async def device(port, reads):
+plan, seconds = json.loads(sys.argv[1]), float(sys.argv[2])
+done = {"reads": 0, "errors": 0}
+async def device(port, reads, until):
     c = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=0.5, retries=0, reconnect_delay=0)
     await c.connect()
-    nxt = (time.time() // 1 + 1)
-    while True:
+    nxt = time.time() // 1 + 1
+    while nxt < until:
         await asyncio.sleep(max(0.0, nxt - time.time()))
         for address, count in reads:
-            await c.read_holding_registers(address, count=count, device_id=1)
+            rr = await c.read_holding_registers(address, count=count, device_id=1)
+            done["errors" if rr.isError() else "reads"] += 1
         nxt += 1
+    c.close()
 async def main():
-    await asyncio.gather(*(device(p, r) for p, r in plan))
+    until = time.time() + seconds
+    await asyncio.gather(*(device(p, r, until) for p, r in plan))
 asyncio.run(main())
+print(json.dumps(done))
 """
 
 
@@ -141,12 +146,14 @@ def main() -> None:
 
             plan = [[dev.transport.port, [[r.address, r.count] for r in reads]]  # type: ignore[union-attr]
                     for dev in site.config.devices]
-            base = subprocess.Popen([sys.executable, "-c", BASELINE, json.dumps(plan)], stdout=log,
-                                    stderr=subprocess.STDOUT)
+            base_window = min(args.seconds, 30)
+            base = subprocess.Popen([sys.executable, "-c", BASELINE, json.dumps(plan), str(base_window + 8)],
+                                    stdout=subprocess.PIPE, stderr=log)
             procs.append(base)
             time.sleep(5)
-            base_cpu, base_rss = measure(base.pid, min(args.seconds, 30))
-            stop_pid(base.pid, 5)
+            base_cpu, base_rss = measure(base.pid, base_window)
+            out, _ = base.communicate(timeout=60)
+            base_reads = json.loads(out)
 
             watcher = MetricsWatcher(broker.port)
             edge = subprocess.Popen([sys.executable, "-m", "alumon", "edge", "--site", str(site_path), "--spool-dir",
@@ -174,7 +181,7 @@ def main() -> None:
         emit("missed_cycles", missed, "cycles", target=0, window_s=args.seconds)
         emit("polls_ok_in_window", polls, "polls", failed_total=failed)
         emit("requests_per_cycle", len(reads) * args.devices, "requests", minimum=minimum * args.devices)
-        emit("baseline_bare_pymodbus_cpu_share", base_cpu, "cores", rss_mb=round(base_rss, 1))
+        emit("baseline_bare_pymodbus_cpu_share", base_cpu, "cores", rss_mb=round(base_rss, 1), **base_reads)
         emit("edge_over_baseline_cpu", edge_cpu / base_cpu if base_cpu else float("nan"), "ratio")
         emit("simulator_cpu_total", sim_cpu, "s")
 
