@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alumon.profiles import DeviceProfile, Kind, load_profiles
 
@@ -139,6 +140,7 @@ class Device(Strict):
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     retries: Annotated[int, Field(ge=0, le=10)] = 1
     inter_request_delay_s: Annotated[float, Field(ge=0, le=5)] = 0.0  # quiet time after each request (slow devices)
+    pause_after_connect_s: Annotated[float, Field(ge=0, le=10)] = 0.0  # gateways that drop the first request
     # Circuit breaker: after this many failed polls in a row the device is only probed, with back-off.
     failures_to_open: Annotated[int, Field(ge=1, le=100)] = 3
     backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0  # worst-case lag to notice a device is back
@@ -173,6 +175,8 @@ class EnergyCarrier(Strict):
     reading: ReadingPath  # counter
     coefficient: str  # key in limits `energy.coefficients_kgce`, e.g. natural_gas_gasfield
     exported: bool = False  # energy sold out of the boundary is deducted
+    # process: counts in 工艺能耗 and 综合能耗; auxiliary (offices, workshops, transport): 综合能耗 only
+    scope: Literal["process", "auxiliary"] = "process"
 
 
 class AluminaRefinery(Strict):
@@ -266,8 +270,14 @@ class LimitOverride(Strict):
     status: Literal["verified", "to_verify"] = "to_verify"
 
 
+PeriodWindow = Literal["rolling_24h", "shift", "day", "month", "year"]
+ShiftStart = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
 class AnalyticsSettings(Strict):
-    kpi_window_s: Annotated[float, Field(gt=0)] = 3600.0
+    kpi_window_s: Annotated[float, Field(gt=0)] = 3600.0  # the live rolling window the alert rules watch
+    period_windows: list[PeriodWindow] = ["rolling_24h", "shift", "day", "month", "year"]
+    shifts: Annotated[list[ShiftStart], Field(min_length=1)] = ["00:00", "08:00", "16:00"]  # local start times
     evaluate_every_s: Annotated[float, Field(gt=0)] = 10.0
     min_completeness: Annotated[float, Field(ge=0, le=1)] = 0.8
     alert_pending_s: Annotated[float, Field(ge=0)] = 60.0
@@ -288,6 +298,15 @@ class EdgeSettings(Strict):
     metrics_interval_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
 
+class ScorecardInputs(Strict):
+    """Readings the seed scorecard needs beyond the process units (all counters)."""
+
+    electricity_total: list[ReadingPath] = []  # every electricity supply into the site
+    electricity_non_fossil: list[ReadingPath] = []  # the part from hydro, wind, solar, nuclear (metered or PPA)
+    red_mud_produced: ReadingPath | None = None  # new red mud, t
+    red_mud_utilised: ReadingPath | None = None  # of which utilised, t
+
+
 class AlertRouting(Strict):
     engineers: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = []
     regulators: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = []
@@ -299,6 +318,16 @@ class SiteInfo(Strict):
     name: str
     region: Literal["inland", "coastal"]
     permit_id: str = ""  # 排污许可证编号, shown to regulators
+    timezone: str = "Asia/Shanghai"  # calendar day, month, year and shifts are local
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (IANA name, e.g. Asia/Shanghai)") from None
+        return v
 
 
 class SiteConfig(Strict):
@@ -312,6 +341,7 @@ class SiteConfig(Strict):
     analytics: AnalyticsSettings = AnalyticsSettings()
     alerts: AlertRouting = AlertRouting()
     edge: EdgeSettings = EdgeSettings()
+    scorecard: ScorecardInputs = ScorecardInputs()
 
     def device(self, device_id: str) -> Device:
         for d in self.devices:
@@ -488,6 +518,13 @@ def _check_references(cfg: SiteConfig, base: Path) -> tuple[dict[str, DeviceProf
         if want_counter is True and f.kind is not Kind.COUNTER:
             problems.append(Problem(path, f"{ref} must be a counter (it is a {f.kind.value})"))
 
+    sc = cfg.scorecard
+    for key in ("electricity_total", "electricity_non_fossil"):
+        for j, ref in enumerate(getattr(sc, key)):
+            check_reading(f"scorecard.{key}[{j}]", ref, want_counter=True)
+    for key in ("red_mud_produced", "red_mud_utilised"):
+        if getattr(sc, key) is not None:
+            check_reading(f"scorecard.{key}", getattr(sc, key), want_counter=True)
     for i, unit in enumerate(cfg.process_units):
         p = f"process_units[{i}]"
         if isinstance(unit, Potline):

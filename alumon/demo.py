@@ -169,9 +169,9 @@ def collect(influx: InfluxClient, site_id: str, observer: Observer, maildir: Pat
 
 
 def _print_live(console: Console, elapsed: float, duration: float, snap: dict[str, Any]) -> None:
-    kpis = ", ".join(
-        f"{k['unit_process']}/{k['kpi']}={k['value']:.1f} {k['unit']}" for k in snap["kpis"] if k["value"] is not None
-    )
+    live = [k for k in snap["kpis"] if k["value"] is not None and str(k["window"]).startswith("rolling_")
+            and k["window"] != "rolling_24h" and not str(k["kpi"]).endswith(("_minute", "_partial"))]
+    kpis = ", ".join(f"{k['unit_process']}/{k['kpi']}={k['value']:.1f} {k['unit']}" for k in live)
     console.print(
         f"[{elapsed:5.0f}/{duration:.0f} s] devices {len(snap['devices'])}  readings published "
         f"{snap['readings_published']}  in InfluxDB {snap['readings_in_influxdb']}  alerts {len(snap['alerts'])}  "

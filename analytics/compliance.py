@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from alumon.schema import FieldValue
 from analytics import cems
-from analytics.kpis import KpiRow
+from analytics.kpi_row import KpiRow
 from analytics.limits import Limits
 
 Key = tuple[str, str, str]  # unit_process, pollutant, month (YYYY-MM, UTC)

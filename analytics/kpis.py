@@ -3,12 +3,9 @@ evaluation and a later replay share this code path."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import numpy.typing as npt
 
-from alumon import schema
 from alumon.config import AluminaRefinery, CemsStack, ExcessAirCorrection, O2Correction, Potline, Site
 from alumon.schema import FieldValue
 from analytics import cems
@@ -23,45 +20,20 @@ from analytics.emissions import (
     to_standard,
 )
 from analytics.enpi import CounterDelta, best_level, classify_al_liquid_ac, counter_delta, ratio
+from analytics.kpi_row import KpiRow
 from analytics.limits import LimitError, Limits
+from analytics.period_kpis import PeriodKpis
+from analytics.readings import ReadingInfo
 from analytics.series import SeriesStore
 
-GAP_POLLS = 3  # a hole longer than this many poll intervals is a gap (no energy, no coverage)
 PARTIAL_HOUR_MIN_MINUTES = 15  # the running hour's mean is only a useful warning after a quarter hour
-UNIT_FACTORS = {("t", "kg"): 1000.0, ("kg", "kg"): 1.0, ("MWh", "kWh"): 1000.0, ("kWh", "kWh"): 1.0,
-                ("Nm3", "Nm3"): 1.0, ("m3", "Nm3"): 1.0, ("MJ", "MJ"): 1.0, ("GJ", "MJ"): 1000.0}
-
-
-@dataclass(frozen=True)
-class KpiRow:
-    t_ms: int
-    unit_process: str
-    kpi: str
-    window: str
-    value: float | None  # None only for an hour without a single valid minute
-    unit: str
-    completeness: float
-    level: str
-    limit_source: str
-    benchmark_met: bool | None = None
-    estimated: bool = False
-    extra: tuple[tuple[str, FieldValue], ...] = ()  # e.g. HJ 75 validity of an hourly mean
-
-    def to_line(self, site: str) -> str:
-        return schema.line(
-            schema.KPI,
-            {"site": site, "unit_process": self.unit_process, "kpi": self.kpi, "window": self.window},
-            {"value": self.value, "unit": self.unit, "completeness": round(self.completeness, 4),
-             "level": self.level, "benchmark_met": self.benchmark_met, "estimated": self.estimated,
-             "limit_source": self.limit_source, **dict(self.extra)},
-            self.t_ms,
-        )
 
 
 class KpiEngine:
     def __init__(self, site: Site, limits: Limits):
         self.site = site
         self.limits = limits
+        self.info = ReadingInfo(site)
         self.window_ms = int(site.config.analytics.kpi_window_s * 1000)
         self.window_name = f"rolling_{site.config.analytics.kpi_window_s:g}s"
         self.every_ms = int(site.config.analytics.evaluate_every_s * 1000)
@@ -69,11 +41,13 @@ class KpiEngine:
         self.min_valid_minutes = int(limits.value("cems_rules.min_valid_minutes_per_hour", "cems_rules",
                                                   "valid minutes per hour", "min").value)
         has_stacks = any(isinstance(u, CemsStack) for u in site.config.process_units)
-        # How much history the series must keep: two KPI windows, or two hours for the hourly means.
-        self.retention_ms = max(2 * self.window_ms, 2 * HOUR_MS if has_stacks else 0)
+        # How much history the series must keep: two KPI windows, or two hours for the hourly means, and at
+        # least two hours so the period ledgers can rebuild the last hour when late data arrives.
+        self.retention_ms = max(2 * self.window_ms, 2 * HOUR_MS if has_stacks else 0, 2 * HOUR_MS)
+        self.periods = PeriodKpis(site, limits, self.info, recompute_ms=self.retention_ms // 2)
 
     def needed_readings(self) -> set[str]:
-        paths: set[str] = set()
+        paths: set[str] = self.periods.needed_readings()
         for unit in self.site.config.process_units:
             if isinstance(unit, Potline):
                 paths |= {unit.ac_energy, unit.metal_tapped, *unit.auxiliary_energy}
@@ -85,17 +59,9 @@ class KpiEngine:
                 paths |= {p for p in aux if p is not None}
         return paths
 
-    def _gap_ms(self, path: str) -> int:
-        return int(self.site.config.device(path.split(".", 1)[0]).poll_interval_s * 1000 * GAP_POLLS)
-
-    def _wrap_span(self, path: str) -> float:
-        device, quantity = path.split(".", 1)
-        f = self.site.profile_of(device).field(quantity)
-        return float(f.modulus) * f.scale
-
     def _delta(self, store: SeriesStore, path: str, end_ms: int) -> CounterDelta:
         t, v, steps = store.series[path].counter_window(end_ms - self.window_ms, end_ms)
-        return counter_delta(t, v, self._gap_ms(path), steps, self._wrap_span(path))
+        return counter_delta(t, v, self.info.gap_ms(path), steps, self.info.wrap_span(path))
 
     def evaluate(self, store: SeriesStore, end_ms: int) -> list[KpiRow]:
         rows: list[KpiRow] = []
@@ -107,19 +73,20 @@ class KpiEngine:
                     rows += self._refinery(store, unit, end_ms)
                 else:
                     rows += self._stack(store, unit, end_ms)
-        return rows
+            self.periods.update(store, end_ms)
+        return rows + self.periods.rows(end_ms)
 
     def _potline(self, store: SeriesStore, unit: Potline, end_ms: int) -> list[KpiRow]:
         energy = self._delta(store, unit.ac_energy, end_ms)
         metal = self._delta(store, unit.metal_tapped, end_ms)
-        energy_kwh = CounterDelta(energy.delta * self._factor(unit.ac_energy, "kWh"), energy.covered_ms)
+        energy_kwh = CounterDelta(energy.delta * self.info.factor(unit.ac_energy, "kWh"), energy.covered_ms)
         r = ratio(energy_kwh, metal, self.window_ms)
         if r.value is None:
             return []
         rows = [self._energy_row(unit.id, "al_liquid_ac", r.value, r.completeness, end_ms)]
         if unit.auxiliary_energy:
             aux = [self._delta(store, p, end_ms) for p in unit.auxiliary_energy]
-            total = CounterDelta(energy_kwh.delta + sum(a.delta * self._factor(p, "kWh")
+            total = CounterDelta(energy_kwh.delta + sum(a.delta * self.info.factor(p, "kWh")
                                                         for a, p in zip(aux, unit.auxiliary_energy, strict=True)),
                                  min([energy.covered_ms, *(a.covered_ms for a in aux)]))
             rc = ratio(total, metal, self.window_ms)
@@ -134,10 +101,6 @@ class KpiEngine:
         return KpiRow(end_ms, unit_id, kpi, self.window_name, value, "kWh/t", completeness, c.level,
                       c.limit_source, c.benchmark_met)
 
-    def _factor(self, path: str, target: str) -> float:
-        device, quantity = path.split(".", 1)
-        unit = self.site.profile_of(device).field(quantity).unit
-        return UNIT_FACTORS.get((unit, target), 1.0)
 
     def _refinery(self, store: SeriesStore, unit: AluminaRefinery, end_ms: int) -> list[KpiRow]:
         alumina = self._delta(store, unit.alumina_output, end_ms)
@@ -150,7 +113,7 @@ class KpiEngine:
                 continue
             per_unit = str(entry["unit"]).split("/")[1]  # kgce/kWh -> kWh
             d = self._delta(store, carrier.reading, end_ms)
-            amount = d.delta * self._factor(carrier.reading, per_unit)
+            amount = d.delta * self.info.factor(carrier.reading, per_unit)
             kgce += (-1.0 if carrier.exported else 1.0) * amount * float(entry["value"])
             covered = min(covered, d.covered_ms)
         r = ratio(CounterDelta(kgce, covered), alumina, self.window_ms)
@@ -209,7 +172,7 @@ class KpiEngine:
         return limit.value, limit.source
 
     def _stack(self, store: SeriesStore, unit: CemsStack, end_ms: int) -> list[KpiRow]:
-        interval_ms = self._gap_ms(next(iter(unit.pollutants.values()))) / GAP_POLLS
+        interval_ms = self.info.interval_ms(next(iter(unit.pollutants.values())))
         hour_start = end_ms // HOUR_MS * HOUR_MS
         hourly_due = end_ms - hour_start < self.every_ms  # first evaluation after an hour boundary
         rows = []

@@ -71,6 +71,11 @@ class Limits:
         block = _get(self.data, table)
         return Limit(name, float(value), unit, _source_text(block, status or block.get("status")))
 
+    def entry(self, key: str) -> dict[str, Any]:
+        """The raw table entry of ``key`` (comparison, deadline, note ...)."""
+        raw = _get(self.data, key)
+        return raw if isinstance(raw, dict) else {"value": raw}
+
     # -- the lookups analytics uses ---------------------------------------------------------------------------
 
     def gb21346_level(self, indicator: str, level: int, product: str = "electrolytic_aluminium") -> Limit:

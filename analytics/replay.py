@@ -19,7 +19,8 @@ from typing import Any, TextIO
 from alumon.config import Site
 from alumon.telemetry import Quality, Reading, TelemetryMessage, format_ts
 from analytics.compliance import MonthlyCompliance
-from analytics.kpis import KpiEngine, KpiRow
+from analytics.kpi_row import KpiRow
+from analytics.kpis import KpiEngine
 from analytics.limits import Limits
 from analytics.rules import RuleEngine
 from analytics.series import SeriesStore

@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from alumon.alert import Alert, AlertState, Audience, Severity
-from analytics.kpis import KpiRow
+from analytics.kpi_row import KpiRow
 from analytics.limits import Limit, Limits
+from analytics.periods import PERIOD_WINDOWS
 from analytics.state import EpisodeFile
 
 
@@ -29,6 +30,12 @@ class Rule:
     description_en: str
     pending_s: float | None = None  # None: the site's alert_pending_s
     min_completeness: float | None = None  # None: the site's min_completeness
+    window: str | None = None  # None: the live windows only (never day, month, year ... rows of the same KPI)
+
+    def watches(self, row: KpiRow) -> bool:
+        if row.kpi != self.kpi:
+            return False
+        return row.window == self.window if self.window is not None else row.window not in PERIOD_WINDOWS
 
 
 DEFAULT_RULES = (
@@ -52,6 +59,24 @@ DEFAULT_RULES = (
     Rule("so2_hourly_above_ultra_low", "so2_hourly", Severity.CRITICAL, Audience.BOTH,
          lambda lim: lim.ultra_low("so2"), 1.0,
          "SO₂ 有效小时均值超过超低排放限值", "valid hourly mean of SO₂ above the ultra-low limit", pending_s=0.0),
+    # Early warnings on the year: the projection to 31 December crosses the seed's target level.
+    Rule("energy_year_projected_above_benchmark", "al_liquid_ac_projected", Severity.WARNING, Audience.ENGINEERS,
+         lambda lim: lim.ndrc("benchmark"), 0.998,
+         "按近24小时水平推算，全年铝液交流电耗将高于能效标杆水平（预警）",
+         "at the last 24 hours' rate the year's aluminium-liquid AC energy will end above the NDRC benchmark "
+         "(early warning)", window="year", min_completeness=0.5),
+    Rule("alumina_year_projected_above_level1", "comprehensive_energy_projected", Severity.WARNING,
+         Audience.ENGINEERS, lambda lim: lim.gb21346_level("bayer.comprehensive_energy", 1, product="alumina"),
+         0.998, "按近24小时水平推算，全年氧化铝综合能耗将高于 GB 21346-2022 1级（预警）",
+         "at the last 24 hours' rate the year's alumina comprehensive energy will end above GB 21346-2022 level 1 "
+         "(early warning)", window="year", min_completeness=0.5),
+    # Weighed production against the Faraday estimate over a day: the scale or the DCCT is wrong.
+    Rule("production_mismatch", "production_deviation", Severity.WARNING, Audience.ENGINEERS,
+         lambda lim: lim.value("energy.production_crosscheck.max_deviation", "energy.production_crosscheck",
+                               "weighed vs Faraday", "fraction"), 0.8,
+         "称量铝液产量与法拉第估算偏差超限（检查天车秤或直流电流互感器）",
+         "weighed aluminium differs from the Faraday estimate beyond the margin (check the crucible scale or the "
+         "DCCT)", window="rolling_24h"),
 )
 
 
@@ -89,7 +114,7 @@ class RuleEngine:
                 continue  # an hour without valid data is never judged
             for rule in self.rules:
                 required = self.min_completeness if rule.min_completeness is None else rule.min_completeness
-                if rule.kpi == row.kpi and row.completeness >= required:
+                if rule.watches(row) and row.completeness >= required:
                     alert = self._step(rule, row)
                     if alert is not None:
                         changes.append(alert)

@@ -16,7 +16,8 @@ from alumon.influx import InfluxClient, InfluxError
 from alumon.mqtt import connect, make_client
 from alumon.telemetry import TelemetryError, decode, telemetry_subscription
 from analytics.compliance import MonthlyCompliance, month_of, month_start_ms
-from analytics.kpis import KpiEngine, KpiRow
+from analytics.kpi_row import KpiRow
+from analytics.kpis import KpiEngine
 from analytics.limits import Limits
 from analytics.notify import Notifier
 from analytics.rules import RuleEngine
@@ -24,6 +25,7 @@ from analytics.series import SeriesStore
 from analytics.state import EpisodeFile, Outbox
 
 log = logging.getLogger("alumon.analytics")
+LEDGER_SAVE_EVERY_MS = 60_000
 
 
 class AnalyticsService:
@@ -42,6 +44,8 @@ class AnalyticsService:
         self.client.on_message = self._on_message
         self.notifier = Notifier(site.config, self.client, self.influx, Outbox(state_dir / "outbox"))
         self.monthly = MonthlyCompliance(self.limits)
+        self.ledger_file = state_dir / "ledgers.json"
+        self._ledger_saved_ms = 0
         self.messages = 0
         self.refused = 0
         self.kpis_written = 0
@@ -82,6 +86,9 @@ class AnalyticsService:
             self.notifier.dispatch(alert)
         self.notifier.flush()
         self.store.trim(end_ms - self.engine.retention_ms)
+        if end_ms - self._ledger_saved_ms >= LEDGER_SAVE_EVERY_MS:
+            self.engine.periods.save(self.ledger_file)
+            self._ledger_saved_ms = end_ms
 
     def _month_to_date(self, rows: list[KpiRow]) -> list[KpiRow]:
         out: list[KpiRow] = []
@@ -109,6 +116,9 @@ class AnalyticsService:
         return n
 
     def run(self) -> None:
+        restored_ledgers = self.engine.periods.load(self.ledger_file)
+        log.info("restored %d counter ledgers (day, month and year to date) from %s", restored_ledgers,
+                 self.ledger_file)
         try:
             self.influx.create_database()
             restored = self.rebuild_monthly(int(time.time() * 1000))
@@ -124,6 +134,7 @@ class AnalyticsService:
         finally:
             self.client.disconnect()
             self.client.loop_stop()
+            self.engine.periods.save(self.ledger_file)
             log.info("stopped: messages %d, refused %d, KPI points written %d, emails sent %d", self.messages,
                      self.refused, self.kpis_written, self.notifier.emails_sent)
 

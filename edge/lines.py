@@ -78,15 +78,17 @@ class ModbusLine:
         self.close()
         self.reconnects += 1
 
-    async def _ensure_connected(self, timeout_s: float) -> None:
+    async def _ensure_connected(self, device: Device) -> None:
         if self.client.connected:
             return
         try:
-            ok = await asyncio.wait_for(self.client.connect(), timeout=timeout_s)
+            ok = await asyncio.wait_for(self.client.connect(), timeout=device.timeout_s)
         except (TimeoutError, OSError, ModbusException) as exc:
             raise ReadFailure("connect", f"connect to {self.name} failed: {type(exc).__name__}") from exc
         if not ok or not self.client.connected:
             raise ReadFailure("connect", f"connect to {self.name} failed")
+        if device.pause_after_connect_s:  # some gateways drop requests sent right after the connect
+            await asyncio.sleep(device.pause_after_connect_s)
 
     async def read(self, req: ReadRequest, device: Device) -> list[int]:
         """Registers (or bits, as 0/1) of one request, trying 1 + ``device.retries`` times; raises ReadFailure.
@@ -95,7 +97,7 @@ class ModbusLine:
         failure = ReadFailure("timeout", "no attempt")
         for _attempt in range(1 + device.retries):
             try:
-                await self._ensure_connected(device.timeout_s)
+                await self._ensure_connected(device)
                 rx_before = self._rx_bytes
                 return await asyncio.wait_for(self._read_once(req, device.unit_id), timeout=device.timeout_s)
             except ReadFailure as exc:

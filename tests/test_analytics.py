@@ -66,7 +66,7 @@ def test_kpi_alert_and_email_from_live_telemetry(tmp_path: Path, mosquitto: Serv
 
 
 def test_monthly_compliance_survives_restart(site_file: Path, influx_db: InfluxClient) -> None:
-    from analytics.kpis import KpiRow
+    from analytics.kpi_row import KpiRow
     from analytics.service import AnalyticsService
 
     site = load_site(site_file)

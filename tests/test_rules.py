@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from alumon.alert import AlertState
-from analytics.kpis import KpiRow
+from analytics.kpi_row import KpiRow
 from analytics.limits import Limits
 from analytics.rules import RuleEngine
 from analytics.state import EpisodeFile
