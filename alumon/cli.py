@@ -6,7 +6,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -204,31 +204,91 @@ def analytics(
     run_until_signalled("analytics", site, lambda s, stop: run_analytics(s, stop, state_dir))
 
 
+def parse_utc(text: str) -> int:
+    """ISO 8601 with an offset (``Z``, ``+08:00``) to epoch ms; a bare date is midnight UTC."""
+    from datetime import UTC, datetime
+
+    ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if ts.tzinfo is None:
+        if len(text) > 10:
+            raise typer.BadParameter(f"{text}: give a UTC offset (Z or +08:00)")
+        ts = ts.replace(tzinfo=UTC)
+    return round(ts.timestamp() * 1000)
+
+
 @app.command()
 def replay(
     site: SiteOption,
-    input_csv: Annotated[Path, typer.Option("--input", help="CSV: time,device,quantity,value,quality",
-                                            exists=True, dir_okay=False)],
+    input_csv: Annotated[Path | None, typer.Option("--input", help="CSV: time,device,quantity,value,quality[,flags]",
+                                                   exists=True, dir_okay=False)] = None,
+    start: Annotated[str | None, typer.Option("--from", help="read InfluxDB telemetry from this time (ISO 8601)")]
+    = None,
+    end: Annotated[str | None, typer.Option("--to", help="... up to this time, exclusive")] = None,
+    every: Annotated[float | None, typer.Option(
+        help="evaluate every SECONDS, at most 3600 (default: the site's evaluate_every_s, identical to live)",
+        min=1, max=3600)] = None,
     output: Annotated[Path | None, typer.Option(help="JSON lines output (default: stdout)")] = None,
 ) -> None:
-    """Recompute every KPI and alert offline from recorded readings, with the live code path."""
-    from rich.progress import Progress
+    """Recompute every KPI and alert offline from a CSV or from InfluxDB, with the live code path."""
+    import time
+    from functools import partial
 
-    from analytics.replay import ReplayInputError, replay_csv
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-    loaded = load_or_exit(site)
-    out = output.open("w", encoding="utf-8") if output else sys.stdout
+    from alumon.influx import InfluxClient, InfluxError
+    from analytics.replay import json_lines, with_grid
+    from analytics.replay import replay as run_replay
+    from analytics.replay_input import ReadingBatch, ReplayInputError, csv_batches, csv_time_span, influx_batches
+
+    if (input_csv is None) == (start is None):
+        err.print("give either --input FILE or --from TIME [--to TIME]")
+        raise typer.Exit(2)
+    loaded = with_grid(load_or_exit(site), every)
+    span: tuple[int, int] | None
+    source: Callable[[list[str]], Iterator[ReadingBatch]]
+    if input_csv is not None:
+        csv_path = input_csv
+        span = csv_time_span(csv_path)
+        source = partial(csv_batches, csv_path)
+    else:
+        assert start is not None
+        t0, t1 = parse_utc(start), parse_utc(end) if end else round(time.time() * 1000)
+        span = (t0, t1)
+        client = InfluxClient.from_config(loaded.config.connections.influxdb)
+        source = partial(influx_batches, client, loaded.id, t0, t1)
+    out = output.open("wb") if output else sys.stdout.buffer
+    began = time.monotonic()
     try:
-        with Progress(console=err, transient=True, disable=output is None) as bar:
-            task = bar.add_task("replaying", total=None)
-            n = replay_csv(loaded, input_csv, out, lambda k: bar.advance(task, k))
-    except ReplayInputError as exc:
-        err.print(f"{input_csv}: {exc}", markup=False)
+        with Progress(TextColumn("replaying {task.fields[at]}"), BarColumn(), TaskProgressColumn(),
+                      TimeRemainingColumn(), TextColumn("{task.fields[rows]:,} rows"), console=err,
+                      transient=True, disable=output is None) as bar:
+            task = bar.add_task("replay", total=1.0, at="", rows=0)
+
+            def advance(rows: int, last_ms: int) -> None:
+                done = bar.tasks[task].fields["rows"] + rows
+                fraction = None if span is None or span[1] <= span[0] else (last_ms - span[0]) / (span[1] - span[0])
+                bar.update(task, completed=min(1.0, max(0.0, fraction or 0.0)), rows=done,
+                           at=_minute_label(last_ms))
+
+            n = run_replay(loaded, source, json_lines(out), advance)
+    except (ReplayInputError, InfluxError) as exc:
+        err.print(f"{input_csv or 'influxdb'}: {exc}", markup=False)
         raise typer.Exit(2) from exc
     finally:
         if output:
             out.close()
-    err.print(f"replayed {n} readings", markup=False)
+    seconds = time.monotonic() - began
+    if n == 0:
+        where = input_csv or f"influxdb {loaded.config.connections.influxdb.database} from {start} to {end or 'now'}"
+        err.print(f"no readings in {where}", markup=False)
+        raise typer.Exit(1)
+    err.print(f"replayed {n} readings in {seconds:.1f} s ({n / max(seconds, 1e-9):,.0f} readings/s)", markup=False)
+
+
+def _minute_label(t_ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 influx_app = typer.Typer(help="InfluxDB set-up", no_args_is_help=True)

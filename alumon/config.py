@@ -278,7 +278,7 @@ class AnalyticsSettings(Strict):
     kpi_window_s: Annotated[float, Field(gt=0)] = 3600.0  # the live rolling window the alert rules watch
     period_windows: list[PeriodWindow] = ["rolling_24h", "shift", "day", "month", "year"]
     shifts: Annotated[list[ShiftStart], Field(min_length=1)] = ["00:00", "08:00", "16:00"]  # local start times
-    evaluate_every_s: Annotated[float, Field(gt=0)] = 10.0
+    evaluate_every_s: Annotated[float, Field(gt=0, le=3600)] = 10.0  # ≤ 1 h: every hourly mean is closed
     min_completeness: Annotated[float, Field(ge=0, le=1)] = 0.8
     alert_pending_s: Annotated[float, Field(ge=0)] = 60.0
 

@@ -11,6 +11,7 @@ hour with too few valid minutes, as public HJ 212 implementations do. An hour is
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,14 +20,36 @@ import numpy.typing as npt
 DAS_FLAG_CODES = {0: "N", 1: "F", 2: "M", 3: "S", 4: "D", 5: "C", 6: "T", 7: "B"}  # profile cems-das
 VALID_FLAGS = frozenset({"N", "S"})
 INSUFFICIENT = "H"
+_ALPHABET = np.array(sorted({*DAS_FLAG_CODES.values(), INSUFFICIENT}))  # every flag a sample can carry
+_LETTERS: list[str] = _ALPHABET.tolist()
+_VALID_CODES = np.isin(_ALPHABET, sorted(VALID_FLAGS))
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 
 
-def flag_of_code(code: float | None) -> str:
-    if code is None or code != code:
-        return "B"  # no flag from the DAS: treat as a communication failure
-    return DAS_FLAG_CODES.get(int(code), "D")
+@dataclass(frozen=True)
+class Corrected:
+    """A pollutant's samples corrected to the limit's reference conditions, with their flags and, where the
+    stack measures its flow, the emission rate (kg/h, NaN without a flow reading)."""
+
+    t: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]
+    flags: npt.NDArray[np.str_]
+    rate: npt.NDArray[np.float64]
+
+    def between(self, start_ms: int, end_ms: int) -> Corrected:
+        i, j = np.searchsorted(self.t, [start_ms, end_ms])
+        return Corrected(self.t[i:j], self.value[i:j], self.flags[i:j], self.rate[i:j])
+
+
+def flags_of_codes(codes: npt.NDArray[np.float64]) -> npt.NDArray[np.str_]:
+    """The DAS's numeric flag per sample as its HJ 212 letter: no flag (NaN) is a communication failure (B),
+    a code the profile does not define is a fault (D)."""
+    out = np.full(len(codes), "D", dtype="<U1")
+    out[np.isnan(codes)] = "B"
+    for code, letter in DAS_FLAG_CODES.items():
+        out[codes == code] = letter
+    return out
 
 
 @dataclass(frozen=True)
@@ -40,19 +63,28 @@ class Minute:
         return self.flag in VALID_FLAGS and self.value is not None
 
 
-def minutes(t_ms: npt.NDArray[np.int64], values: npt.NDArray[np.float64], flags: list[str]) -> list[Minute]:
-    """Group samples into calendar minutes; a minute takes its samples' most common flag, and its value is
-    the mean of its valid samples."""
-    out: list[Minute] = []
+def minutes(t_ms: npt.NDArray[np.int64], values: npt.NDArray[np.float64],
+            flags: Sequence[str] | npt.NDArray[np.str_]) -> list[Minute]:
+    """Group samples into calendar minutes; a minute takes its samples' most common flag (on a tie, the one
+    seen first), and its value is the mean of its valid samples."""
     if len(t_ms) == 0:
-        return out
-    keys = t_ms // MINUTE_MS
-    for key in np.unique(keys):
-        idx = np.nonzero(keys == key)[0]
-        f = Counter(flags[i] for i in idx).most_common(1)[0][0]
-        good = [values[i] for i in idx if flags[i] in VALID_FLAGS and values[i] == values[i]]
-        out.append(Minute(int(key) * MINUTE_MS, float(np.mean(good)) if good else None, f))
-    return out
+        return []
+    keys, inverse = np.unique(t_ms // MINUTE_MS, return_inverse=True)
+    codes = np.searchsorted(_ALPHABET, np.asarray(flags, dtype=_ALPHABET.dtype))
+    if not np.array_equal(_ALPHABET[np.minimum(codes, len(_ALPHABET) - 1)], np.asarray(flags)):
+        raise ValueError(f"unknown HJ 212 flag in {sorted(set(np.asarray(flags).tolist()))}")
+    cells = inverse * len(_ALPHABET) + codes
+    counts = np.bincount(cells, minlength=len(keys) * len(_ALPHABET)).reshape(len(keys), len(_ALPHABET))
+    first = np.full(len(keys) * len(_ALPHABET), len(codes))
+    np.minimum.at(first, cells, np.arange(len(codes)))
+    first = first.reshape(counts.shape)
+    flag = np.where(counts == counts.max(axis=1, keepdims=True), first, len(codes)).argmin(axis=1)
+    valid = _VALID_CODES[codes] & ~np.isnan(values)
+    n_valid = np.bincount(inverse, weights=valid, minlength=len(keys))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.bincount(inverse, weights=np.where(valid, values, 0.0), minlength=len(keys)) / n_valid
+    return [Minute(k * MINUTE_MS, m if n else None, _LETTERS[f])
+            for k, m, n, f in zip(keys.tolist(), means.tolist(), n_valid.tolist(), flag.tolist(), strict=True)]
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,8 @@ import numpy.typing as npt
 from alumon.config import AluminaRefinery, CemsStack, ExcessAirCorrection, O2Correction, Potline, Site
 from alumon.schema import FieldValue
 from analytics import cems
-from analytics.cems import HOUR_MS, VALID_FLAGS, flag_of_code
+from analytics.cems import HOUR_MS, MINUTE_MS, VALID_FLAGS, Corrected
 from analytics.emissions import (
-    CorrectionError,
     emission_rate_kg_h,
     excess_air_correct,
     o2_correct,
@@ -124,45 +123,35 @@ class KpiEngine:
         return [KpiRow(end_ms, unit.id, "comprehensive_energy", self.window_name, r.value, "kgce/t",
                        r.completeness, best_level(r.value, levels), levels[0].source)]
 
-    def _corrected(self, store: SeriesStore, unit: CemsStack, path: str, start: int, end: int) -> tuple[
-            npt.NDArray[np.int64], npt.NDArray[np.float64], list[str], npt.NDArray[np.float64]]:
-        """Per sample: the concentration at standard, dry conditions (O2-corrected where the stack's rule says
-        so) and its HJ 212 flag. A sample whose moisture or O2 is missing, or whose O2 makes the correction
-        impossible, is flagged D (unusable). The last array is the emission rate in kg/h (C × Q × 1e-6, NaN
-        without a flow reading)."""
-        aux: dict[str, dict[int, float]] = {}
-        refs = (("o2", unit.o2), ("moisture", unit.moisture), ("flag", unit.flag), ("temperature", unit.temperature),
-                ("pressure", unit.pressure), ("flow", unit.flow))
-        for name, ref in refs:
-            if ref is not None:
-                t_aux, v_aux = store.series[ref].window(start, end)
-                aux[name] = dict(zip(t_aux.tolist(), v_aux.tolist(), strict=True))
-        t, v = store.series[path].window(start, end)
-        out = np.empty(len(t), dtype=np.float64)
-        rate = np.full(len(t), np.nan)
-        flags: list[str] = []
+    def _corrected(self, store: SeriesStore, unit: CemsStack, path: str, start: int, end: int) -> Corrected:
+        """The pollutant's samples at standard, dry conditions (O2-corrected where the stack's rule says so),
+        in HJ 75-2017 Appendix A order: ppm -> mg/m3, actual -> standard, wet -> dry, reference O2. A sample
+        whose moisture, O2, temperature or pressure is missing, or whose value makes a correction impossible,
+        is flagged D (unusable)."""
+        t, c = store.series[path].window(start, end)
+
+        def aligned(ref: str | None) -> npt.NDArray[np.float64]:
+            """The auxiliary reading taken at the same instant as each sample, NaN where there is none."""
+            if ref is None:
+                return np.full(len(t), np.nan)
+            t_aux, v_aux = store.series[ref].window(start, end)
+            i = np.minimum(np.searchsorted(t_aux, t), max(len(t_aux) - 1, 0))
+            return np.where(t_aux[i] == t, v_aux[i], np.nan) if len(t_aux) else np.full(len(t), np.nan)
+
+        flags = cems.flags_of_codes(aligned(unit.flag)) if unit.flag else np.full(len(t), "N", dtype="<U1")
         pollutant = next(p for p, ref in unit.pollutants.items() if ref == path)
-        ppm = unit.units.get(pollutant) == "ppm"
-        for i, (ts, c) in enumerate(zip(t.tolist(), v.tolist(), strict=True)):
-            flag = flag_of_code(aux["flag"].get(ts)) if "flag" in aux else "N"
-            try:  # HJ 75-2017 Appendix A, in order: ppm -> mg/m3, actual -> standard, wet -> dry, reference
-                if ppm:
-                    c = ppm_to_mgm3(c, "SO2" if pollutant == "so2" else "NO2")
-                if unit.conditions == "actual":
-                    c = to_standard(c, aux["temperature"][ts], aux["pressure"][ts] * 1000.0)  # kPa -> Pa
-                if unit.basis == "wet":
-                    c = to_dry(c, aux["moisture"][ts])
-                if isinstance(unit.correction, O2Correction):
-                    c = o2_correct(c, aux["o2"][ts], unit.correction.o2_ref_pct)
-                elif isinstance(unit.correction, ExcessAirCorrection):
-                    c = excess_air_correct(c, aux["o2"][ts], unit.correction.alpha_ref)
-            except (KeyError, CorrectionError):
-                c, flag = np.nan, "D"
-            out[i] = c
-            if "flow" in aux and ts in aux["flow"]:
-                rate[i] = emission_rate_kg_h(c, aux["flow"][ts])
-            flags.append(flag)
-        return t, out, flags, rate
+        if unit.units.get(pollutant) == "ppm":
+            c = ppm_to_mgm3(c, "SO2" if pollutant == "so2" else "NO2")
+        if unit.conditions == "actual":
+            c = to_standard(c, aligned(unit.temperature), aligned(unit.pressure) * 1000.0)  # kPa -> Pa
+        if unit.basis == "wet":
+            c = to_dry(c, aligned(unit.moisture))
+        if isinstance(unit.correction, O2Correction):
+            c = o2_correct(c, aligned(unit.o2), unit.correction.o2_ref_pct)
+        elif isinstance(unit.correction, ExcessAirCorrection):
+            c = excess_air_correct(c, aligned(unit.o2), unit.correction.alpha_ref)
+        flags[np.isnan(c)] = "D"
+        return Corrected(t, c, flags, emission_rate_kg_h(c, aligned(unit.flow)))
 
     def _ultra_low(self, pollutant: str) -> tuple[float | None, str]:
         try:
@@ -175,58 +164,64 @@ class KpiEngine:
         interval_ms = self.info.interval_ms(next(iter(unit.pollutants.values())))
         hour_start = end_ms // HOUR_MS * HOUR_MS
         hourly_due = end_ms - hour_start < self.every_ms  # first evaluation after an hour boundary
+        first_minute = (end_ms - self.every_ms) // MINUTE_MS * MINUTE_MS - MINUTE_MS
+        # One corrected series per pollutant covers every use below: the rolling window, the minutes completed
+        # since the previous evaluation, the hour just closed and the running hour.
+        span_start = min(end_ms - self.window_ms, first_minute, hour_start - (HOUR_MS if hourly_due else 0))
+        span_start = span_start // MINUTE_MS * MINUTE_MS
         rows = []
         for pollutant, path in unit.pollutants.items():
             limit, source = self._ultra_low(pollutant)
-            _, v, flags, _ = self._corrected(store, unit, path, end_ms - self.window_ms, end_ms)
-            valid = [c for c, f in zip(v.tolist(), flags, strict=True) if f in VALID_FLAGS and c == c]
-            if valid:
+            series = self._corrected(store, unit, path, span_start, end_ms)
+            mins = cems.minutes(series.t, series.value, series.flags)
+            rolling = series.between(end_ms - self.window_ms, end_ms)
+            valid = rolling.value[np.isin(rolling.flags, list(VALID_FLAGS)) & ~np.isnan(rolling.value)]
+            if len(valid):
                 mean = float(np.mean(valid))
                 level = "" if limit is None else ("ultra_low_met" if mean <= limit else "above_ultra_low")
                 rows.append(KpiRow(end_ms, unit.id, f"{pollutant}_corrected", self.window_name, mean, "mg/m3",
                                    min(1.0, len(valid) * interval_ms / self.window_ms), level, source))
-            rows += self._minutes(store, unit, pollutant, path, end_ms)
+            rows += self._minutes(unit, pollutant, mins, end_ms)
             if hourly_due:
-                rows.append(self._hourly(store, unit, pollutant, path, hour_start - HOUR_MS))
-            partial = self._partial_hour(store, unit, pollutant, path, hour_start, end_ms, limit, source)
+                rows.append(self._hourly(unit, pollutant, series.between(hour_start - HOUR_MS, hour_start), mins,
+                                         hour_start - HOUR_MS))
+            partial = self._partial_hour(unit, pollutant, mins, hour_start, end_ms, limit, source)
             if partial is not None:
                 rows.append(partial)
         return rows
 
-    def _partial_hour(self, store: SeriesStore, unit: CemsStack, pollutant: str, path: str, hour_start: int,
+    def _partial_hour(self, unit: CemsStack, pollutant: str, mins: list[cems.Minute], hour_start: int,
                       end_ms: int, limit: float | None, source: str) -> KpiRow | None:
         """Early warning: the running hour's mean of valid minutes so far, once a quarter of the hour is in."""
-        t, v, flags, _ = self._corrected(store, unit, path, hour_start, end_ms)
-        done = [m for m in cems.minutes(t, v, flags) if m.start_ms + cems.MINUTE_MS <= end_ms and m.valid]
+        done = [m for m in mins if m.start_ms >= hour_start and m.start_ms + MINUTE_MS <= end_ms and m.valid]
         if len(done) < PARTIAL_HOUR_MIN_MINUTES:
             return None
         mean = float(np.mean([m.value for m in done if m.value is not None]))
         level = "" if limit is None else ("heading_over" if mean > limit else "ultra_low_met")
-        elapsed_minutes = max(1, (end_ms - hour_start) // cems.MINUTE_MS)
+        elapsed_minutes = max(1, (end_ms - hour_start) // MINUTE_MS)
         return KpiRow(end_ms, unit.id, f"{pollutant}_hour_partial", "hour_to_date", mean, "mg/m3",
                       min(1.0, len(done) / elapsed_minutes), level, source, extra=(("valid_minutes", len(done)),))
 
-    def _minutes(self, store: SeriesStore, unit: CemsStack, pollutant: str, path: str, end_ms: int) -> list[KpiRow]:
+    def _minutes(self, unit: CemsStack, pollutant: str, mins: list[cems.Minute], end_ms: int) -> list[KpiRow]:
         """Minute values (HJ 212 CN 2051) for the minutes completed since the previous evaluation."""
-        first = (end_ms - self.every_ms) // cems.MINUTE_MS * cems.MINUTE_MS
-        t, v, flags, _ = self._corrected(store, unit, path, first - cems.MINUTE_MS, end_ms)
+        kpi, first_start, last_start = f"{pollutant}_minute", end_ms - self.every_ms - MINUTE_MS, end_ms - MINUTE_MS
         rows = []
-        for m in cems.minutes(t, v, flags):
-            done_at = m.start_ms + cems.MINUTE_MS
-            if end_ms - self.every_ms < done_at <= end_ms:
-                rows.append(KpiRow(m.start_ms, unit.id, f"{pollutant}_minute", "minute", m.value, "mg/m3",
-                                   1.0 if m.valid else 0.0, "valid" if m.valid else "invalid", "",
-                                   extra=(("valid", m.valid), ("flag", m.flag))))
+        for m in mins:
+            if first_start < m.start_ms <= last_start:
+                valid = m.valid
+                rows.append(KpiRow(m.start_ms, unit.id, kpi, "minute", m.value, "mg/m3", 1.0 if valid else 0.0,
+                                   "valid" if valid else "invalid", "", extra=(("valid", valid), ("flag", m.flag))))
         return rows
 
-    def _hourly(self, store: SeriesStore, unit: CemsStack, pollutant: str, path: str, start: int) -> KpiRow:
+    def _hourly(self, unit: CemsStack, pollutant: str, hour_series: Corrected, mins: list[cems.Minute],
+                start: int) -> KpiRow:
         """The HJ 75 hourly mean of the hour starting at ``start`` (timestamped at the hour's start), judged
         against every applicable limit, with the hour's emission total (HJ 212 ``Cou``) in kg."""
-        t, v, flags, rate = self._corrected(store, unit, path, start, start + HOUR_MS)
         limits = self.limits.applicable(unit.source_type.value, pollutant)
         ultra = limits.get("ultra_low")
-        h = cems.hour(start, cems.minutes(t, v, flags), ultra.value if ultra else None, self.min_valid_minutes)
-        rate_minutes = [m.value for m in cems.minutes(t, rate, flags) if m.valid and m.value is not None]
+        h = cems.hour(start, mins, ultra.value if ultra else None, self.min_valid_minutes)
+        rate_minutes = [m.value for m in cems.minutes(hour_series.t, hour_series.rate, hour_series.flags)
+                        if m.valid and m.value is not None]
         level = "invalid" if not h.valid else ("above_ultra_low" if h.exceeded else "ultra_low_met")
         extra: list[tuple[str, FieldValue]] = [
             ("valid", h.valid), ("flag", h.flag), ("exceeded", h.exceeded), ("valid_minutes", h.valid_minutes)]

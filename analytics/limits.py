@@ -54,6 +54,9 @@ class Limits:
     def __init__(self, overrides: list[LimitOverride] | tuple[LimitOverride, ...] = ()):
         self.data = load_limits_data()
         self.overrides = {o.key: o for o in overrides}
+        # The tables do not change while the process runs; analytics asks the same questions every tick.
+        self._looked_up: dict[tuple[str, ...], Limit | str] = {}  # a limit, or why there is none
+        self._levels: dict[tuple[str, ...], Limit] = {}
 
     @classmethod
     def for_site(cls, config: SiteConfig) -> Limits:
@@ -61,6 +64,18 @@ class Limits:
 
     def value(self, key: str, table: str, name: str, unit: str, status: str | None = None) -> Limit:
         """Look up ``key`` (dotted, under ``limits:``); ``table`` is the dotted block whose ``source`` applies."""
+        question = (key, table, name, unit, status or "")
+        if question not in self._looked_up:
+            try:
+                self._looked_up[question] = self._value(key, table, name, unit, status)
+            except LimitError as exc:
+                self._looked_up[question] = str(exc)
+        answer = self._looked_up[question]
+        if isinstance(answer, str):
+            raise LimitError(answer)  # a fresh one: re-raising a kept exception would chain every traceback
+        return answer
+
+    def _value(self, key: str, table: str, name: str, unit: str, status: str | None) -> Limit:
         if key in self.overrides:
             o = self.overrides[key]
             return Limit(name, o.value, unit, f"{o.source} (site override of {key}), {o.status}")
@@ -81,6 +96,12 @@ class Limits:
     def gb21346_level(self, indicator: str, level: int, product: str = "electrolytic_aluminium") -> Limit:
         """GB 21346-2022 level 1/2/3 of an indicator, e.g. ``al_liquid_ac`` or ``bayer.comprehensive_energy``
         with product ``alumina``."""
+        question = (indicator, str(level), product)
+        if question not in self._levels:
+            self._levels[question] = self._gb21346_level(indicator, level, product)
+        return self._levels[question]
+
+    def _gb21346_level(self, indicator: str, level: int, product: str) -> Limit:
         entry = _get(self.data, f"energy.gb21346_2022.{product}.{indicator}")
         key = f"energy.gb21346_2022.{product}.{indicator}.level{level}"
         return self.value(key, "energy.gb21346_2022", f"GB 21346-2022 level {level}", str(entry.get("unit", "")),

@@ -71,6 +71,7 @@ class PeriodKpis:
         sc = cfg.scorecard
         self.counters |= {*sc.electricity_total, *sc.electricity_non_fossil}
         self.counters |= {p for p in (sc.red_mud_produced, sc.red_mud_utilised) if p is not None}
+        self._totals: dict[tuple[str, int, int], CounterDelta] = {}
         self.ledgers = {k: CounterLedger(keep) for k in sorted(self.counters | set(self.integrals))}
 
     def save(self, path: Path) -> None:
@@ -132,13 +133,17 @@ class PeriodKpis:
         self.ledgers[key].recompute(t, v, s, start, end_ms, gap, wrap)
 
     def _total(self, path: str, p: Period, end_ms: int, target_unit: str | None = None) -> CounterDelta:
-        d = self.ledgers[path].total(p.start_ms, end_ms)
+        key = (path, p.start_ms, end_ms)
+        if key not in self._totals:  # the same period total feeds several rows of a tick
+            self._totals[key] = self.ledgers[path].total(p.start_ms, end_ms)
+        d = self._totals[key]
         factor = self.info.factor(path, target_unit) if target_unit else 1.0
         return CounterDelta(d.delta * factor, d.covered_ms)
 
     # -- rows ------------------------------------------------------------------------------------------------
 
     def rows(self, end_ms: int) -> list[KpiRow]:
+        self._totals.clear()
         periods = current_periods(end_ms, self.tz, self.shifts, self.windows)
         rolling_24h = current_periods(end_ms, self.tz, self.shifts, ("rolling_24h",))[0]
         out: list[KpiRow] = []

@@ -95,6 +95,9 @@ class RuleEngine:
         self.pending_s = pending_s
         self.min_completeness = min_completeness
         self.rules = rules
+        self._rules_of_kpi: dict[str, list[Rule]] = {}
+        for rule in rules:
+            self._rules_of_kpi.setdefault(rule.kpi, []).append(rule)
         self.state = state  # open episodes survive a restart: no second firing for the same incident
         self.episodes: dict[tuple[str, str], _Episode] = {}
         if state is not None:
@@ -112,7 +115,7 @@ class RuleEngine:
         for row in rows:
             if row.value is None:
                 continue  # an hour without valid data is never judged
-            for rule in self.rules:
+            for rule in self._rules_of_kpi.get(row.kpi, ()):
                 required = self.min_completeness if rule.min_completeness is None else rule.min_completeness
                 if rule.watches(row) and row.completeness >= required:
                     alert = self._step(rule, row)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
 import numpy as np
 import numpy.typing as npt
@@ -12,27 +12,79 @@ from alumon.telemetry import Quality, TelemetryMessage
 
 STEP_NORMAL, STEP_ROLLOVER, STEP_RESET = 0, 1, 2  # how a counter sample relates to the previous one
 _STEPS = {"rollover": STEP_ROLLOVER, "reset": STEP_RESET}
+_FLAGS_OF_STEP: dict[int, tuple[str, ...]] = {STEP_NORMAL: (), STEP_ROLLOVER: ("rollover",), STEP_RESET: ("reset",)}
 
 
-@dataclass
+def step_of(flags: Iterable[str]) -> int:
+    """The step code of a sample from the edge's counter flags (a reset outranks a rollover)."""
+    return max((_STEPS.get(f, STEP_NORMAL) for f in flags), default=STEP_NORMAL)
+
+
 class Series:
-    t_ms: list[int] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-    good: list[bool] = field(default_factory=list)
-    steps: list[int] = field(default_factory=list)  # edge counter flags: rollover / reset
+    """One reading's samples in time order, in numpy arrays that grow by doubling and drop their head on
+    ``trim``, so a window is a binary search and a slice, not a copy of Python lists."""
+
+    def __init__(self) -> None:
+        self._t = np.empty(64, dtype=np.int64)
+        self._v = np.empty(64, dtype=np.float64)  # NaN: no value
+        self._g = np.empty(64, dtype=bool)
+        self._s = np.empty(64, dtype=np.int8)  # edge counter flags: rollover / reset
+        self._lo = 0  # live samples are [_lo, _hi)
+        self._hi = 0
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    def _room(self, extra: int) -> None:
+        """Make room for ``extra`` samples at the end: move the live part to the front, grow if needed."""
+        n = len(self)
+        if self._hi + extra <= len(self._t):
+            return
+        capacity = max(len(self._t), 64)
+        while n + extra > capacity // 2:
+            capacity *= 2
+        for name in ("_t", "_v", "_g", "_s"):
+            old = getattr(self, name)
+            new = np.empty(capacity, dtype=old.dtype) if capacity != len(old) else old
+            new[:n] = old[self._lo:self._hi]
+            setattr(self, name, new)
+        self._lo, self._hi = 0, n
 
     def add(self, t_ms: int, value: float | None, good: bool, flags: list[str] | tuple[str, ...] = ()) -> None:
-        step = max((_STEPS.get(f, STEP_NORMAL) for f in flags), default=STEP_NORMAL)
-        i = len(self.t_ms)
-        if self.t_ms and t_ms <= self.t_ms[-1]:
+        if len(self) and t_ms <= self._t[self._hi - 1]:
             # Out of order (e.g. spool replay after live data): insert in place to keep time order.
-            i = int(np.searchsorted(np.asarray(self.t_ms), t_ms))
-            if i < len(self.t_ms) and self.t_ms[i] == t_ms:
+            offset = int(np.searchsorted(self._t[self._lo:self._hi], t_ms))
+            if offset < len(self) and self._t[self._lo + offset] == t_ms:
                 return  # a redelivered message: same point, keep one
-        self.t_ms.insert(i, t_ms)
-        self.values.insert(i, value if value is not None else np.nan)
-        self.good.insert(i, good and value is not None)
-        self.steps.insert(i, step)
+            self._room(1)
+            i = self._lo + offset
+        else:
+            self._room(1)
+            i = self._hi
+        for arr in (self._t, self._v, self._g, self._s):
+            arr[i + 1:self._hi + 1] = arr[i:self._hi].copy()
+        self._t[i] = t_ms
+        self._v[i] = np.nan if value is None else value
+        self._g[i] = good and value is not None
+        self._s[i] = step_of(flags)
+        self._hi += 1
+
+    def extend(self, t_ms: npt.NDArray[np.int64], values: npt.NDArray[np.float64], good: npt.NDArray[np.bool_],
+               steps: npt.NDArray[np.int8]) -> None:
+        """Bulk ``add`` (replay): one copy when the samples are strictly after the last one held."""
+        if len(t_ms) == 0:
+            return
+        if (len(self) and t_ms[0] <= self._t[self._hi - 1]) or bool(np.any(np.diff(t_ms) <= 0)):
+            for t, v, g, s in zip(t_ms.tolist(), values.tolist(), good.tolist(), steps.tolist(), strict=True):
+                self.add(t, None if v != v else v, g, _FLAGS_OF_STEP[s])
+            return
+        self._room(len(t_ms))
+        end = self._hi + len(t_ms)
+        self._t[self._hi:end] = t_ms
+        self._v[self._hi:end] = values
+        self._g[self._hi:end] = good & ~np.isnan(values)
+        self._s[self._hi:end] = steps
+        self._hi = end
 
     def window(self, start_ms: int, end_ms: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """Good samples with start <= t < end. The end is exclusive: live evaluation at wall-clock ``end`` has
@@ -42,18 +94,13 @@ class Series:
 
     def counter_window(self, start_ms: int, end_ms: int) -> tuple[
             npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int8]]:
-        """Like ``window``, with each sample's step flag."""
-        t = np.asarray(self.t_ms, dtype=np.int64)
-        v = np.asarray(self.values, dtype=np.float64)
-        g = np.asarray(self.good, dtype=bool)
-        s = np.asarray(self.steps, dtype=np.int8)
-        mask = g & (t >= start_ms) & (t < end_ms)
-        return t[mask], v[mask], s[mask]
+        """Like ``window``, with each sample's step flag. The arrays are copies."""
+        i, j = self._lo + np.searchsorted(self._t[self._lo:self._hi], [start_ms, end_ms])
+        good = self._g[i:j]
+        return self._t[i:j][good], self._v[i:j][good], self._s[i:j][good]
 
     def trim(self, before_ms: int) -> None:
-        i = int(np.searchsorted(np.asarray(self.t_ms, dtype=np.int64), before_ms))
-        if i:
-            del self.t_ms[:i], self.values[:i], self.good[:i], self.steps[:i]
+        self._lo += int(np.searchsorted(self._t[self._lo:self._hi], before_ms))
 
 
 class SeriesStore:

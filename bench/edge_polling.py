@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from figures import emit
 
 from alumon.config import MqttConnection, load_site
 from alumon.mqtt import connect, make_client
@@ -35,11 +36,6 @@ from edge.plan import plan_reads
 
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def emit(figure: str, value: float, unit: str, **extra: object) -> None:
-    print(json.dumps({"bench": "edge", "figure": figure, "value": round(value, 3), "unit": unit, **extra}),
-          flush=True)
 
 
 def write_site(d: Path, devices: int, tags: int, mqtt_port: int) -> Path:
@@ -176,14 +172,14 @@ def main() -> None:
             v["polls_ok"] for v in before.get("devices", {}).values())
         failed = sum(v["polls_failed"] for v in after["devices"].values())
         tags = args.devices * args.tags
-        emit("edge_cpu_share_of_one_core", edge_cpu, "cores", target=0.35, tags=tags, devices=args.devices)
-        emit("edge_peak_rss", edge_rss, "MB", target=150)
-        emit("missed_cycles", missed, "cycles", target=0, window_s=args.seconds)
-        emit("polls_ok_in_window", polls, "polls", failed_total=failed)
-        emit("requests_per_cycle", len(reads) * args.devices, "requests", minimum=minimum * args.devices)
-        emit("baseline_bare_pymodbus_cpu_share", base_cpu, "cores", rss_mb=round(base_rss, 1), **base_reads)
-        emit("edge_over_baseline_cpu", edge_cpu / base_cpu if base_cpu else float("nan"), "ratio")
-        emit("simulator_cpu_total", sim_cpu, "s")
+        emit("edge", "edge_cpu_share_of_one_core", edge_cpu, "cores", target=0.35, tags=tags, devices=args.devices)
+        emit("edge", "edge_peak_rss", edge_rss, "MB", target=150)
+        emit("edge", "missed_cycles", missed, "cycles", target=0, window_s=args.seconds)
+        emit("edge", "polls_ok_in_window", polls, "polls", failed_total=failed)
+        emit("edge", "requests_per_cycle", len(reads) * args.devices, "requests", minimum=minimum * args.devices)
+        emit("edge", "baseline_bare_pymodbus_cpu_share", base_cpu, "cores", rss_mb=round(base_rss, 1), **base_reads)
+        emit("edge", "edge_over_baseline_cpu", edge_cpu / base_cpu if base_cpu else float("nan"), "ratio")
+        emit("edge", "simulator_cpu_total", sim_cpu, "s")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Prints one JSON line per figure. Usage: ``python bench/ingest_throughput.py [--s
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import requests
 import yaml
+from figures import emit
 
 from alumon.config import MqttConnection
 from alumon.influx import InfluxClient
@@ -33,11 +33,6 @@ from ingest.lines import message_lines
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICES = [f"dev-{i:03d}" for i in range(100)]
-
-
-def emit(figure: str, value: float, unit: str, **extra: object) -> None:
-    print(json.dumps({"bench": "ingest", "figure": figure, "value": round(value, 3), "unit": unit, **extra}),
-          flush=True)
 
 
 def message(device: str, seq: int, readings: int, t0: datetime) -> TelemetryMessage:
@@ -136,11 +131,11 @@ def main() -> None:
         influx = start_influxd(tmp)
         try:
             ceiling = raw_ceiling(influx.port, args.readings, min(args.seconds, 20.0))
-            emit("influx_raw_ceiling", ceiling, "points/s", note="prebuilt telemetry bodies, 5000 lines/POST")
+            emit("ingest", "influx_raw_ceiling", ceiling, "points/s", note="prebuilt telemetry bodies, 5000 lines/POST")
             rate, expected, stored = pipeline(tmp, broker.port, influx.port, args.readings, args.seconds)
-            emit("ingest_pipeline", rate, "readings/s", published=expected, stored=stored,
+            emit("ingest", "ingest_pipeline", rate, "readings/s", published=expected, stored=stored,
                  readings_per_message=args.readings, seconds=args.seconds)
-            emit("ingest_ratio_to_ceiling", rate / ceiling, "ratio", target=0.5)
+            emit("ingest", "ingest_ratio_to_ceiling", rate / ceiling, "ratio", target=0.5)
         finally:
             broker.stop()
             influx.stop()

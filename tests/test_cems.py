@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analytics.cems import HOUR_MS, MINUTE_MS, Minute, compliance, flag_of_code, hour, minutes
+from analytics.cems import HOUR_MS, MINUTE_MS, Minute, compliance, flags_of_codes, hour, minutes
 
 
 def minute_list(valid: int, value: float, fill_flag: str | None = None) -> list[Minute]:
@@ -17,8 +17,8 @@ def minute_list(valid: int, value: float, fill_flag: str | None = None) -> list[
 
 
 def test_flag_codes() -> None:
-    assert [flag_of_code(c) for c in (0, 1, 2, 3, 4, 5, 6, 7)] == list("NFMSDCTB")
-    assert flag_of_code(None) == "B" and flag_of_code(float("nan")) == "B" and flag_of_code(42) == "D"
+    assert flags_of_codes(np.arange(8.0)).tolist() == list("NFMSDCTB")
+    assert flags_of_codes(np.array([np.nan, 42.0, 4.5])).tolist() == ["B", "D", "D"]
 
 
 def test_minutes_group_samples() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from alumon.codec import DataType, WordOrder, encode
@@ -10,7 +11,7 @@ from alumon.profiles import RegisterField, load_profiles
 from alumon.profiles import counter_modulus as modulus_of
 from alumon.telemetry import Quality, Reading, TelemetryMessage
 from analytics.enpi import counter_delta
-from analytics.series import SeriesStore
+from analytics.series import Series, SeriesStore
 from edge.counters import RESET, ROLLOVER, CounterTracker, classify_step
 from edge.decode import request_readings
 from edge.plan import plan_reads
@@ -71,3 +72,20 @@ def test_reset_contributes_nothing_even_when_upwards() -> None:
         store.series["m.q"].add(ts, value, True, flags)
     tt, vv, ss = store.series["m.q"].counter_window(0, 10_000)
     assert counter_delta(tt, vv, 3000, ss, 0.0).delta == pytest.approx(20.0)  # 10 before + 10 after the reset
+
+
+def test_series_keeps_time_order_through_growth_inserts_and_trims() -> None:
+    # Appends past the initial capacity, a late sample inserted in place, a redelivered one dropped, a bulk
+    # extend, a trim: the window sees exactly the good samples, in order, once each.
+    s = Series()
+    for ms in range(0, 200_000, 1000):
+        s.add(ms, float(ms), True)
+    s.add(500, 0.5, True)  # late
+    s.add(1000, 99.0, True)  # redelivered: the first one stays
+    s.add(2500, None, True)  # no value: not good
+    s.extend(np.arange(200_000, 300_000, 1000), np.arange(200.0, 300.0), np.ones(100, bool), np.zeros(100, np.int8))
+    times, values = s.window(0, 3000)
+    assert times.tolist() == [0, 500, 1000, 2000] and values.tolist() == [0.0, 0.5, 1000.0, 2000.0]
+    s.trim(150_000)
+    times, _ = s.window(0, 10**9)
+    assert times[0] == 150_000 and times[-1] == 299_000 and len(times) == 150 and bool(np.all(np.diff(times) > 0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from analytics.emissions import (
@@ -52,3 +53,16 @@ def test_excess_air() -> None:
     assert excess_air_correct(30.0, 6.0, 1.2) == pytest.approx(35.0)
     with pytest.raises(CorrectionError):
         excess_air(21.0)
+
+
+def test_arrays_mark_impossible_samples_nan() -> None:
+    # The same formulas on a stack's samples: the sample at 21 % O2 or 100 % moisture becomes NaN (flag D).
+    c = np.array([26.6667, 26.6667, 20.0])
+    assert np.allclose(o2_correct(c, np.array([4.0, 21.0, 8.0]), 8.0), [20.392, np.nan, 20.0], atol=1e-3,
+                       equal_nan=True)
+    assert np.allclose(to_dry(np.array([20.0, 20.0]), np.array([25.0, 100.0])), [26.6667, np.nan], atol=1e-4,
+                       equal_nan=True)
+    assert np.allclose(to_standard(np.array([20.0, 20.0]), np.array([160.0, 160.0]), np.array([100_000.0, 0.0])),
+                       [32.135, np.nan], atol=1e-3, equal_nan=True)
+    assert np.allclose(excess_air_correct(np.array([30.0, 30.0]), np.array([6.0, 21.0]), 1.2), [35.0, np.nan],
+                       equal_nan=True)

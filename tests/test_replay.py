@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import subprocess
 import sys
@@ -13,11 +14,15 @@ import pytest
 import yaml
 
 from alumon.config import Site, SiteConfigError, load_site
-from alumon.telemetry import TelemetryMessage
+from alumon.influx import InfluxClient
+from alumon.stack import Server
+from alumon.telemetry import Reading, TelemetryMessage
 from analytics.kpis import KpiEngine
 from analytics.limits import Limits
-from analytics.replay import kpi_record, read_csv, replay, samples_to_messages
-from analytics.series import SeriesStore
+from analytics.replay import kpi_record, replay_csv, with_grid
+from analytics.replay_input import ReplayInputError, csv_time_span, read_csv_rows
+from analytics.series import STEP_RESET, STEP_ROLLOVER, SeriesStore
+from ingest.lines import message_lines
 from tests.conftest import write_site
 
 T0 = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
@@ -44,10 +49,19 @@ def write_csv(path: Path, seconds: int, kwh_per_s: float = 480.0, t_per_s: float
 
 
 def records(s: Site, csv_path: Path) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    with csv_path.open() as fh:
-        replay(s, samples_to_messages(s.id, read_csv(fh)), out.append)
-    return out
+    out = io.BytesIO()
+    replay_csv(s, csv_path, out)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def messages_of(site_id: str, csv_path: Path) -> list[TelemetryMessage]:
+    """What the edge sent live: one message per device and poll time, built with the reference CSV reader."""
+    grouped: dict[tuple[int, str], dict[str, Reading]] = {}
+    for _line, t_ms, device, quantity, value, quality, step in read_csv_rows(csv_path):
+        flags = [f for f, code in (("rollover", STEP_ROLLOVER), ("reset", STEP_RESET)) if step == code]
+        grouped.setdefault((t_ms, device), {})[quantity] = Reading(value=value, quality=quality, flags=flags)
+    return [TelemetryMessage(v=1, site=site_id, device=device, seq=0, ts=datetime.fromtimestamp(t / 1000, UTC),
+                             readings=readings) for (t, device), readings in grouped.items()]
 
 
 def test_hand_computed_kwh_per_tonne(tmp_path: Path) -> None:
@@ -84,8 +98,7 @@ def test_live_and_replay_agree_on_hourly_means(tmp_path: Path) -> None:
 
 
 def assert_live_equals_replay(s: Site, csv_path: Path) -> list[dict[str, object]]:
-    with csv_path.open() as fh:
-        messages: list[TelemetryMessage] = list(samples_to_messages(s.id, read_csv(fh)))
+    messages = messages_of(s.id, csv_path)
     # Live: messages arrive 80 ms after their poll time; the service evaluates at wall-clock grid points.
     engine = KpiEngine(s, Limits.for_site(s.config))
     store = SeriesStore(engine.needed_readings())
@@ -212,3 +225,96 @@ def test_ppm_for_particulate_refused(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
     with pytest.raises(SiteConfigError, match="only so2 and nox"):
         load_site(path)
+
+
+def test_rollover_flag_keeps_the_energy_across_a_wrap(tmp_path: Path) -> None:
+    # pl1-ac-meter.forward_active_kwh is a u32 × 0.1 kWh: it wraps at 429 496 729.6 kWh. The meter passes the
+    # wrap at 00:00:30; with the edge's rollover flag the 480 kWh of that second count, without it they are lost.
+    s = site(tmp_path)
+    span = 2**32 * 0.1
+
+    def run(with_flag: bool) -> dict[str, object]:
+        path = tmp_path / f"wrap_{with_flag}.csv"
+        with path.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["time", "device", "quantity", "value", "quality", "flags"])
+            energy, metal = span - 30 * 480.0 + 100.0, 37.0
+            for sec in range(70):
+                ts = (T0 + timedelta(seconds=sec)).isoformat().replace("+00:00", "Z")
+                wrapped = sec == 30
+                flag = "rollover" if wrapped and with_flag else ""
+                w.writerow([ts, "pl1-ac-meter", "forward_active_kwh", f"{energy:.1f}", "good", flag])
+                w.writerow([ts, "pl1-scale", "metal_tapped_t", f"{metal:.4f}", "good", ""])
+                energy = (energy + 480.0) % span
+                metal += 0.0369
+        return next(r for r in records(s, path) if r.get("kpi") == "al_liquid_ac"
+                    and r["time"] == "2026-11-24T00:01:05.000Z")
+
+    # Window [00:00:05, 00:01:05): 59 steps of 480 kWh and 0.0369 t. With the flag: 480 / 0.0369 = 13 008.13.
+    assert run(True)["value"] == pytest.approx(13008.13, abs=0.01)
+    # Without: the wrap step looks like a reset (a step backwards) and adds nothing: 58 × 480 / (59 × 0.0369).
+    assert run(False)["value"] == pytest.approx(58 * 480 / (59 * 0.0369), abs=0.01)
+
+
+def test_bad_rows_are_named_by_line(tmp_path: Path) -> None:
+    s = site(tmp_path)
+    header = "time,device,quantity,value,quality\n"
+    good = "2026-11-24T00:00:00Z,pl1-scale,metal_tapped_t,1,good\n"
+    cases = {
+        "2026-11-24T00:00:01Z,pl1-scale,metal_tapped_t,2,grand\n": "line 3: 'grand' is not a valid Quality",
+        "2026-11-24T00:00:01Z,pl1-scale,metal_tapped_t,two,good\n": "line 3: could not convert string to float",
+        "2026-11-24T00:00:01+08:00,pl1-scale,metal_tapped_t,2,good\n": "time order",
+    }
+    for row, message in cases.items():
+        path = tmp_path / "bad.csv"
+        path.write_text(header + good + row)
+        with pytest.raises(ReplayInputError, match=message):
+            replay_csv(s, path, io.BytesIO())
+
+
+def test_progress_reports_every_row_and_the_time_reached(tmp_path: Path) -> None:
+    s = site(tmp_path)
+    path = write_csv(tmp_path / "r.csv", 120)
+    calls: list[tuple[int, int]] = []
+    n = replay_csv(s, path, io.BytesIO(), lambda rows, last_ms: calls.append((rows, last_ms)))
+    assert n == 240 and sum(rows for rows, _ in calls) == 240
+    assert csv_time_span(path) == (int(T0.timestamp() * 1000), int(T0.timestamp() * 1000) + 119_000)
+    assert calls[-1][1] == int(T0.timestamp() * 1000) + 119_000
+
+
+def test_coarser_grid_keeps_every_minute_and_hour(tmp_path: Path) -> None:
+    # --every 3600 on the CEMS case: the same hourly means and minute values as the live 5 s grid over the two
+    # hours both cover (the coarse grid also closes hour 2, which the data leaves after 40 s).
+    s = site(tmp_path)
+    path = write_cems_csv(tmp_path / "cems.csv")
+
+    def closed(recs: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [r for r in recs if r.get("window") in ("hour", "minute") and str(r["time"]) < "2026-11-24T02"]
+
+    fine = closed(records(s, path))
+    out = io.BytesIO()
+    replay_csv(with_grid(s, 3600), path, out)
+    coarse = closed([json.loads(x) for x in out.getvalue().splitlines()])
+    # The CSV has the calciner's SO2 only: its 120 minutes, and 2 hours × 3 pollutants × 2 stacks (most invalid).
+    assert sorted(map(str, coarse)) == sorted(map(str, fine)) and len(fine) == 120 + 2 * 3 * 2
+
+
+def test_replay_from_influxdb_equals_replay_from_csv(tmp_path: Path, influxd: Server,
+                                                     influx_db: InfluxClient) -> None:
+    s_file = write_site(tmp_path / "site.yaml", analytics={
+        "kpi_window_s": 60, "evaluate_every_s": 5, "min_completeness": 0.75, "alert_pending_s": 10},
+        connections__influxdb={"url": f"http://127.0.0.1:{influxd.port}", "database": influx_db.database})
+    s = load_site(s_file)
+    csv_path = write_cems_csv(tmp_path / "cems.csv")
+    lines = [line for msg in messages_of(s.id, csv_path) for line in message_lines(msg)]
+    for i in range(0, len(lines), 5000):
+        assert influx_db.write_lines(lines[i:i + 5000]) is None
+    from_csv = records(s, csv_path)
+    out = tmp_path / "from_influx.jsonl"
+    result = subprocess.run([sys.executable, "-m", "alumon", "replay", "--site", str(s_file),
+                             "--from", "2026-11-24T00:00:00Z", "--to", "2026-11-24T11:00:00+08:00",
+                             "--output", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"replayed {len(lines)} readings" in result.stderr
+    from_influx = [json.loads(x) for x in out.read_text().splitlines()]
+    assert from_influx == from_csv and len(from_csv) > 1000
