@@ -44,8 +44,9 @@ class CounterLedger:
         """Rebuild the minutes in [from_ms, to_ms) (from_ms on a minute boundary) from the good samples given,
         which must include the last one before from_ms when there is one."""
         first, last = from_ms // MINUTE_MS, (to_ms - 1) // MINUTE_MS
-        for m in range(first, last + 1):
-            self.minutes.pop(m, None)
+        n = last - first + 1
+        deltas: npt.NDArray[np.float64] = np.zeros(n)
+        covered: npt.NDArray[np.float64] = np.zeros(n)
         if len(t_ms) >= 2:
             dt = np.diff(t_ms)
             dv = np.diff(values)
@@ -56,11 +57,14 @@ class CounterLedger:
             usable = inside & short & (s != STEP_RESET) & (dv >= 0)
             minute = t_ms[1:] // MINUTE_MS
             idx = (minute - first).astype(np.int64)
-            n = last - first + 1
-            deltas = np.bincount(idx[usable], weights=dv[usable], minlength=n)
-            covered = np.bincount(idx[inside & short], weights=dt[inside & short], minlength=n)
-            for i in np.flatnonzero((deltas != 0) | (covered != 0)).tolist():
-                self.minutes[first + i] = (float(deltas[i]), int(covered[i]))
+            deltas = np.bincount(idx[usable], weights=dv[usable], minlength=n).astype(np.float64)
+            covered = np.bincount(idx[inside & short], weights=dt[inside & short], minlength=n).astype(np.float64)
+        minutes = self.minutes
+        for m, d, c in zip(range(first, last + 1), deltas.tolist(), covered.astype(np.int64).tolist(), strict=True):
+            if d or c:
+                minutes[m] = (d, c)
+            else:
+                minutes.pop(m, None)
         for h in range(from_ms // HOUR_MS, (to_ms - 1) // HOUR_MS + 1):
             _rebuild(self.hours, h, self.minutes, 60)
         for d in range(from_ms // DAY_MS, (to_ms - 1) // DAY_MS + 1):

@@ -40,10 +40,12 @@ def _iso_ms(t_ms: int) -> str:
 
 
 def kpi_record(row: KpiRow) -> dict[str, Any]:
-    return {"time": _iso_ms(row.t_ms), "kpi": row.kpi,
-            "unit_process": row.unit_process, "window": row.window, "value": row.value, "unit": row.unit,
-            "completeness": round(row.completeness, 4), "level": row.level or None,
-            "benchmark_met": row.benchmark_met, "limit_source": row.limit_source, **dict(row.extra)}
+    record = {"time": _iso_ms(row.t_ms), "kpi": row.kpi,
+              "unit_process": row.unit_process, "window": row.window, "value": row.value, "unit": row.unit,
+              "completeness": round(row.completeness, 4), "level": row.level or None,
+              "benchmark_met": row.benchmark_met, "limit_source": row.limit_source}
+    record.update(row.extra)
+    return record
 
 
 def with_grid(site: Site, every_s: float | None) -> Site:
