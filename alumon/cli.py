@@ -206,14 +206,12 @@ def analytics(
 
 def parse_utc(text: str) -> int:
     """ISO 8601 with an offset (``Z``, ``+08:00``) to epoch ms; a bare date is midnight UTC."""
-    from datetime import UTC, datetime
+    from alumon.telemetry import parse_utc_ms
 
-    ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if ts.tzinfo is None:
-        if len(text) > 10:
-            raise typer.BadParameter(f"{text}: give a UTC offset (Z or +08:00)")
-        ts = ts.replace(tzinfo=UTC)
-    return round(ts.timestamp() * 1000)
+    try:
+        return parse_utc_ms(f"{text}T00:00:00Z" if len(text) == 10 else text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 @app.command()

@@ -113,6 +113,14 @@ def telemetry_subscription(site: str) -> str:
     return f"{TOPIC_ROOT}/{site}/+/telemetry"
 
 
+def parse_utc_ms(text: str) -> int:
+    """ISO 8601 with an offset (``Z`` or ``+08:00``) to epoch milliseconds; a time without one is refused."""
+    ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if ts.tzinfo is None:
+        raise ValueError(f"{text}: time must carry a UTC offset (Z or +08:00)")
+    return round(ts.timestamp() * 1000)
+
+
 def format_ts(ts: datetime) -> str:
     """ISO 8601 UTC with millisecond precision and a Z suffix."""
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"

@@ -13,7 +13,6 @@ minute leaves memory after ``keep_minutes_ms``, its hour, day and week stay for 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,13 +29,15 @@ WEEK_MS = 7 * DAY_MS
 KEEP_HOURS_MS = 367 * DAY_MS
 
 
+Buckets = dict[int, tuple[float, int]]  # bucket index (time // its length) -> (delta, covered ms)
+LEVEL_MS = (MINUTE_MS, HOUR_MS, DAY_MS, WEEK_MS)  # minutes, hours, UTC days, 7-day weeks since the epoch
+MINUTES, HOURS = 0, 1  # the levels kept on disk; the coarser ones are sums of hours
+
+
 @dataclass
 class CounterLedger:
     keep_minutes_ms: int = 26 * HOUR_MS
-    minutes: dict[int, tuple[float, int]] = field(default_factory=dict)  # minute index -> (delta, covered ms)
-    hours: dict[int, tuple[float, int]] = field(default_factory=dict)  # hour index -> (delta, covered ms)
-    days: dict[int, tuple[float, int]] = field(default_factory=dict)  # UTC day index -> sums of its hours
-    weeks: dict[int, tuple[float, int]] = field(default_factory=dict)  # 7-day index since the epoch -> its days
+    levels: list[Buckets] = field(default_factory=lambda: [{} for _ in LEVEL_MS])
     _pruned_ms: int = 0
 
     def recompute(self, t_ms: npt.NDArray[np.int64], values: npt.NDArray[np.floating[Any]],
@@ -59,45 +60,46 @@ class CounterLedger:
             idx = (minute - first).astype(np.int64)
             deltas = np.bincount(idx[usable], weights=dv[usable], minlength=n).astype(np.float64)
             covered = np.bincount(idx[inside & short], weights=dt[inside & short], minlength=n).astype(np.float64)
-        minutes = self.minutes
+        minutes = self.levels[MINUTES]
         for m, d, c in zip(range(first, last + 1), deltas.tolist(), covered.astype(np.int64).tolist(), strict=True):
             if d or c:
                 minutes[m] = (d, c)
             else:
                 minutes.pop(m, None)
-        for h in range(from_ms // HOUR_MS, (to_ms - 1) // HOUR_MS + 1):
-            _rebuild(self.hours, h, self.minutes, 60)
-        for d in range(from_ms // DAY_MS, (to_ms - 1) // DAY_MS + 1):
-            _rebuild(self.days, d, self.hours, 24)
-        for w in range(from_ms // WEEK_MS, (to_ms - 1) // WEEK_MS + 1):
-            _rebuild(self.weeks, w, self.days, 7)
+        for level in range(HOURS, len(LEVEL_MS)):
+            for i in range(from_ms // LEVEL_MS[level], (to_ms - 1) // LEVEL_MS[level] + 1):
+                self._rebuild(level, i)
+
+    def _rebuild(self, level: int, index: int) -> None:
+        """Bucket ``index`` of a level as the sum of its buckets one level finer."""
+        fine, per = self.levels[level - 1], LEVEL_MS[level] // LEVEL_MS[level - 1]
+        parts = [fine[i] for i in range(index * per, index * per + per) if i in fine]
+        if parts:
+            self.levels[level][index] = (sum(p[0] for p in parts), sum(p[1] for p in parts))
+        else:
+            self.levels[level].pop(index, None)
 
     def prune(self, now_ms: int) -> None:
         if now_ms - self._pruned_ms < DAY_MS:
             return  # memory, not correctness: once a day is enough, and a tick must not walk a year of hours
         self._pruned_ms = now_ms
-        oldest_minute = (now_ms - self.keep_minutes_ms) // MINUTE_MS
-        for m in [m for m in self.minutes if m < oldest_minute]:
-            del self.minutes[m]
-        oldest_hour = (now_ms - KEEP_HOURS_MS) // HOUR_MS
-        for h in [h for h in self.hours if h < oldest_hour]:
-            del self.hours[h]
-        for d in [d for d in self.days if d < oldest_hour // 24]:
-            del self.days[d]
-        for w in [w for w in self.weeks if w < oldest_hour // (24 * 7)]:
-            del self.weeks[w]
+        for level, buckets in enumerate(self.levels):
+            oldest = (now_ms - (self.keep_minutes_ms if level == MINUTES else KEEP_HOURS_MS)) // LEVEL_MS[level]
+            for i in [i for i in buckets if i < oldest]:
+                del buckets[i]
 
     def total(self, start_ms: int, end_ms: int) -> CounterDelta:
         """Increments and coverage of the minutes from start_ms (a minute boundary) up to end_ms: whole weeks
         from the week buckets, whole days, hours and minutes at the ragged ends from theirs."""
-        delta, covered = self._sum(0, start_ms // MINUTE_MS, -(-end_ms // MINUTE_MS))
+        delta, covered = self._sum(MINUTES, start_ms // MINUTE_MS, -(-end_ms // MINUTE_MS))
         return CounterDelta(delta, covered)
 
     def _sum(self, level: int, first: int, end: int) -> tuple[float, int]:
-        """Sum of the buckets [first, end) of a level (minutes, hours, days, weeks), coarser where possible."""
-        buckets, per_coarser = _LEVELS[level](self), _PER_COARSER[level]
-        if per_coarser == 0:
+        """Sum of the buckets [first, end) of a level, from the next coarser level where whole ones fit."""
+        buckets = self.levels[level]
+        if level + 1 == len(LEVEL_MS):
             return _add(buckets, range(first, end))
+        per_coarser = LEVEL_MS[level + 1] // LEVEL_MS[level]
         inner_first, inner_end = -(-first // per_coarser), end // per_coarser
         if inner_first >= inner_end:
             return _add(buckets, range(first, end))
@@ -107,25 +109,19 @@ class CounterLedger:
         return d1 + d2 + d3, c1 + c2 + c3
 
     def to_json(self) -> dict[str, Any]:
-        return {"minutes": {str(k): v for k, v in self.minutes.items()},
-                "hours": {str(k): v for k, v in self.hours.items()}}
+        return {"minutes": {str(k): v for k, v in self.levels[MINUTES].items()},
+                "hours": {str(k): v for k, v in self.levels[HOURS].items()}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], keep_minutes_ms: int) -> CounterLedger:
-        ledger = cls(keep_minutes_ms,
-                     {int(k): (float(v[0]), int(v[1])) for k, v in data.get("minutes", {}).items()},
-                     {int(k): (float(v[0]), int(v[1])) for k, v in data.get("hours", {}).items()})
-        for d in {h // 24 for h in ledger.hours}:
-            _rebuild(ledger.days, d, ledger.hours, 24)
-        for w in {d // 7 for d in ledger.days}:
-            _rebuild(ledger.weeks, w, ledger.days, 7)
+        ledger = cls(keep_minutes_ms)
+        for level, name in ((MINUTES, "minutes"), (HOURS, "hours")):
+            ledger.levels[level] = {int(k): (float(v[0]), int(v[1])) for k, v in data.get(name, {}).items()}
+        for level in range(HOURS + 1, len(LEVEL_MS)):
+            per = LEVEL_MS[level] // LEVEL_MS[level - 1]
+            for i in {j // per for j in ledger.levels[level - 1]}:
+                ledger._rebuild(level, i)
         return ledger
-
-
-Buckets = dict[int, tuple[float, int]]
-_LEVELS: tuple[Callable[[CounterLedger], Buckets], ...] = (
-    lambda g: g.minutes, lambda g: g.hours, lambda g: g.days, lambda g: g.weeks)
-_PER_COARSER = (60, 24, 7, 0)  # buckets of a level in one bucket of the next (0: the coarsest)
 
 
 def _add(buckets: Buckets, indices: range) -> tuple[float, int]:
@@ -134,12 +130,3 @@ def _add(buckets: Buckets, indices: range) -> tuple[float, int]:
         d, c = buckets.get(i, (0.0, 0))
         delta, covered = delta + d, covered + c
     return delta, covered
-
-
-def _rebuild(coarse: Buckets, index: int, fine: Buckets, per: int) -> None:
-    """Bucket ``index`` of a coarser level as the sum of its ``per`` finer buckets."""
-    parts = [fine[i] for i in range(index * per, index * per + per) if i in fine]
-    if parts:
-        coarse[index] = (sum(p[0] for p in parts), sum(p[1] for p in parts))
-    else:
-        coarse.pop(index, None)

@@ -117,17 +117,9 @@ def replay(site: Site, batches: Callable[[list[str]], Iterable[ReadingBatch]],
 
 
 def _add(store: SeriesStore, paths: list[str], batch: ReadingBatch, lo: int, hi: int) -> None:
-    """Readings lo..hi of the batch into their series, in time order per series."""
-    if hi <= lo:
-        return
-    p = batch.path[lo:hi]
-    order = np.argsort(p, kind="stable")
-    bounds = np.flatnonzero(np.diff(p[order])) + 1
-    with store.lock:
-        for part in np.split(order + lo, bounds):
-            series = store.series[paths[int(batch.path[part[0]])]]
-            series.extend(batch.t_ms[part], batch.value[part], batch.good[part], batch.step[part])
-        store.latest_ms = max(store.latest_ms, int(batch.t_ms[hi - 1]))
+    """Readings lo..hi of the batch into their series."""
+    s = slice(lo, hi)
+    store.add_columns(paths, batch.t_ms[s], batch.path[s], batch.value[s], batch.good[s], batch.step[s])
 
 
 def replay_csv(site: Site, input_path: Path, output: BinaryIO, progress: Progress | None = None) -> int:

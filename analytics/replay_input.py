@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,8 @@ import pyarrow.csv as pacsv
 
 from alumon.influx import InfluxClient
 from alumon.schema import TELEMETRY
-from alumon.telemetry import Quality
-from analytics.series import step_of
+from alumon.telemetry import Quality, parse_utc_ms
+from analytics.series import step_of, step_of_text
 
 CSV_COLUMNS = ("time", "device", "quantity", "value", "quality")
 FLAGS_COLUMN = "flags"
@@ -86,16 +85,9 @@ def read_csv_rows(path: Path) -> Iterator[tuple[int, int, str, str, float | None
             try:
                 if len(row) < len(header):
                     raise ValueError(f"{len(row)} columns, the header has {len(header)}")
-                ts = datetime.fromisoformat(row[0].replace("Z", "+00:00"))
-                if ts.tzinfo is None:
-                    raise ValueError("time must carry a UTC offset")
                 value = float(row[3]) if row[3] != "" else None
-                flags = row[flags_at].split(";") if has_flags and row[flags_at] else []
-                unknown = [f for f in flags if f not in ("rollover", "reset")]
-                if unknown:
-                    raise ValueError(f"unknown flag {unknown[0]!r} (rollover, reset)")
-                yield (n, round(ts.timestamp() * 1000), row[1], row[2], value, Quality(row[4] or "good"),
-                       step_of(flags))
+                yield (n, parse_utc_ms(row[0]), row[1], row[2], value, Quality(row[4] or "good"),
+                       step_of_text(row[flags_at]) if has_flags else 0)
             except ValueError as exc:
                 raise ReplayInputError(f"line {n}: {exc}") from exc
 
@@ -105,12 +97,11 @@ def _check_header(header: Sequence[str] | None) -> None:
         raise ReplayInputError(f"CSV header must start with {','.join(CSV_COLUMNS)}, got {header}")
 
 
-def csv_batches(path: Path, paths: Sequence[str]) -> Iterator[ReadingBatch]:
-    """Stream the CSV in blocks of about 16 MB."""
+def open_arrow_csv(path: Path) -> pacsv.CSVStreamingReader:
+    """Arrow's streaming reader over the CSV, block by block, with the columns typed as the contract says."""
     with path.open("rb") as fh:
         header = next(csv.reader([fh.readline().decode("utf-8-sig")]), [])
     _check_header(header)
-    index = PathIndex(paths)
     text = pa.dictionary(pa.int32(), pa.string())
     types: dict[str, Any] = {"time": pa.timestamp("ms", tz="UTC"), "device": text, "quantity": text,
                              "value": pa.float64(), "quality": text}
@@ -118,10 +109,14 @@ def csv_batches(path: Path, paths: Sequence[str]) -> Iterator[ReadingBatch]:
         types[FLAGS_COLUMN] = text
     convert = pacsv.ConvertOptions(column_types=types, include_columns=list(types), strings_can_be_null=False,
                                    null_values=[""], quoted_strings_can_be_null=False)
+    return pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES), convert_options=convert)
+
+
+def csv_batches(path: Path, paths: Sequence[str]) -> Iterator[ReadingBatch]:
+    """Stream the CSV in blocks of about ``BLOCK_BYTES``."""
+    index = PathIndex(paths)
     try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
-                                convert_options=convert)
-        for record_batch in reader:
+        for record_batch in open_arrow_csv(path):
             yield _csv_batch(record_batch, index)
     except (pa.ArrowInvalid, ValueError) as exc:
         if isinstance(exc, ReplayInputError):
@@ -141,8 +136,7 @@ def csv_time_span(path: Path) -> tuple[int, int] | None:
         fh.seek(max(0, size - 4096))
         tail = fh.read().splitlines()
     try:
-        return tuple(round(datetime.fromisoformat(line.decode().split(",", 1)[0].replace("Z", "+00:00"))
-                           .timestamp() * 1000) for line in (first, tail[-1]))  # type: ignore[return-value]
+        return parse_utc_ms(first.decode().split(",", 1)[0]), parse_utc_ms(tail[-1].decode().split(",", 1)[0])
     except (ValueError, IndexError, UnicodeDecodeError):
         return None
 
@@ -171,9 +165,7 @@ def _csv_batch(batch: pa.RecordBatch, index: PathIndex) -> ReadingBatch:
     step = np.zeros(len(t), dtype=np.int8)
     if FLAGS_COLUMN in names:
         flags, f_idx = _dictionary(batch, FLAGS_COLUMN)
-        if any(f and any(x not in ("rollover", "reset") for x in f.split(";")) for f in flags):
-            raise ValueError("unknown flag")
-        step = np.array([step_of(f.split(";")) if f else 0 for f in flags], dtype=np.int8)[f_idx]
+        step = np.array([step_of_text(f) for f in flags], dtype=np.int8)[f_idx]
     keep = path >= 0
     return ReadingBatch(t[keep], path[keep], value[keep], good[keep], step[keep], len(t))
 

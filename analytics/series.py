@@ -12,12 +12,20 @@ from alumon.telemetry import Quality, TelemetryMessage
 
 STEP_NORMAL, STEP_ROLLOVER, STEP_RESET = 0, 1, 2  # how a counter sample relates to the previous one
 _STEPS = {"rollover": STEP_ROLLOVER, "reset": STEP_RESET}
-_FLAGS_OF_STEP: dict[int, tuple[str, ...]] = {STEP_NORMAL: (), STEP_ROLLOVER: ("rollover",), STEP_RESET: ("reset",)}
 
 
 def step_of(flags: Iterable[str]) -> int:
     """The step code of a sample from the edge's counter flags (a reset outranks a rollover)."""
     return max((_STEPS.get(f, STEP_NORMAL) for f in flags), default=STEP_NORMAL)
+
+
+def step_of_text(text: str) -> int:
+    """``step_of`` for the flags column of a replay CSV (``rollover;reset``); an unknown flag is refused."""
+    flags = text.split(";") if text else []
+    unknown = [f for f in flags if f not in _STEPS]
+    if unknown:
+        raise ValueError(f"unknown flag {unknown[0]!r} ({', '.join(_STEPS)})")
+    return step_of(flags)
 
 
 class Series:
@@ -51,6 +59,10 @@ class Series:
         self._lo, self._hi = 0, n
 
     def add(self, t_ms: int, value: float | None, good: bool, flags: list[str] | tuple[str, ...] = ()) -> None:
+        self._insert(t_ms, np.nan if value is None else value, good and value is not None, step_of(flags))
+
+    def _insert(self, t_ms: int, value: float, good: bool, step: int) -> None:
+        """One sample (value NaN when there is none) at its place in time order."""
         if len(self) and t_ms <= self._t[self._hi - 1]:
             # Out of order (e.g. spool replay after live data): insert in place to keep time order.
             offset = int(np.searchsorted(self._t[self._lo:self._hi], t_ms))
@@ -64,9 +76,9 @@ class Series:
         for arr in (self._t, self._v, self._g, self._s):
             arr[i + 1:self._hi + 1] = arr[i:self._hi].copy()
         self._t[i] = t_ms
-        self._v[i] = np.nan if value is None else value
-        self._g[i] = good and value is not None
-        self._s[i] = step_of(flags)
+        self._v[i] = value
+        self._g[i] = good and value == value
+        self._s[i] = step
         self._hi += 1
 
     def extend(self, t_ms: npt.NDArray[np.int64], values: npt.NDArray[np.float64], good: npt.NDArray[np.bool_],
@@ -76,7 +88,7 @@ class Series:
             return
         if (len(self) and t_ms[0] <= self._t[self._hi - 1]) or bool(np.any(np.diff(t_ms) <= 0)):
             for t, v, g, s in zip(t_ms.tolist(), values.tolist(), good.tolist(), steps.tolist(), strict=True):
-                self.add(t, None if v != v else v, g, _FLAGS_OF_STEP[s])
+                self._insert(t, v, g, s)
             return
         self._room(len(t_ms))
         end = self._hi + len(t_ms)
@@ -120,6 +132,18 @@ class SeriesStore:
                 if path in self.series:
                     self.series[path].add(t, reading.value, reading.quality is Quality.GOOD, reading.flags)
             self.latest_ms = max(self.latest_ms, t)
+
+    def add_columns(self, paths: list[str], t_ms: npt.NDArray[np.int64], path: npt.NDArray[np.int32],
+                    values: npt.NDArray[np.float64], good: npt.NDArray[np.bool_],
+                    steps: npt.NDArray[np.int8]) -> None:
+        """Bulk ``add_message`` (replay): samples in time order, each naming its series by index in ``paths``."""
+        if len(t_ms) == 0:
+            return
+        order = np.argsort(path, kind="stable")  # stable: each series keeps its samples in time order
+        with self.lock:
+            for part in np.split(order, np.flatnonzero(np.diff(path[order])) + 1):
+                self.series[paths[int(path[part[0]])]].extend(t_ms[part], values[part], good[part], steps[part])
+            self.latest_ms = max(self.latest_ms, int(t_ms[-1]))
 
     def trim(self, before_ms: int) -> None:
         with self.lock:
