@@ -86,6 +86,17 @@ def edge(site: Site, spool: Path) -> Callable[[threading.Event], None]:
     return lambda stop: run_edge(site, stop, spool)
 
 
+def messages_per_device(obs: Observer, sim_site: Site, edge_site: Site, spool: Path, seconds: float,
+                        faults: list[SimFault] | None = None) -> dict[str, int]:
+    """Serve ``sim_site``, run the edge on ``edge_site`` for ``seconds``, then close the observer: how many
+    messages each of the edge's devices published."""
+    with running(sim(sim_site, faults)), running(edge(edge_site, spool)):
+        time.sleep(seconds)
+    time.sleep(0.5)  # the last publishes reach the observer
+    obs.close()
+    return {d.id: len(obs.seqs(d.id)) for d in edge_site.config.devices}
+
+
 def small_site(tmp: Path, mqtt_port: int, interval_s: float = 0.5, **extra: Any) -> Site:
     """Five devices of the example site (two potlines' meters and scales, one CEMS) at ``interval_s``;
     ``extra`` sets top-level sections (e.g. ``edge={...}``)."""

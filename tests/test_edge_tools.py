@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -13,10 +12,10 @@ import yaml
 
 from alumon.codec import DataType, WordOrder
 from alumon.config import load_site
-from alumon.sim.server import run_simulator
 from edge.plan_report import plan_site, rtu_request_s
 from edge.probe import interpretations, parse_range
 from tests.conftest import EXAMPLE_SITE, write_site
+from tests.edge_support import running, sim
 
 
 def test_rtu_request_time_by_hand() -> None:
@@ -41,17 +40,11 @@ def test_probe_finds_the_word_order() -> None:
 
 def test_probe_cli_against_simulator(tmp_path: Path) -> None:
     site = load_site(write_site(tmp_path / "site.yaml"))
-    stop = threading.Event()
-    t = threading.Thread(target=run_simulator, args=(site, "normal", None, stop), daemon=True)
-    t.start()
-    time.sleep(1.0)
     port = next(d.transport.port for d in site.config.devices if d.id == "pl1-rectifier")  # type: ignore[union-attr]
-    try:
+    with running(sim(site)):
+        time.sleep(1.0)
         out = subprocess.run([sys.executable, "-m", "alumon", "edge", "probe", f"127.0.0.1:{port}", "--address", "0",
                               "--count", "4", "--expect", "350..450"], capture_output=True, text=True, timeout=30)
-    finally:
-        stop.set()
-        t.join(timeout=10)
     assert out.returncode == 0, out.stderr
     assert "raw: 0=0x" in out.stdout
     assert any("f32  ABCD" in line and "in range" in line for line in out.stdout.splitlines()), out.stdout

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -18,11 +17,11 @@ from alumon.codec import DataType, WordOrder
 from alumon.config import Device, Site, load_site
 from alumon.profiles import DeviceProfile, RegisterField
 from alumon.ptys import start_pty_pair
-from alumon.sim.server import run_simulator
 from alumon.stack import require_binary
 from edge.lines import build_lines
 from edge.poller import DevicePoller
 from tests.conftest import write_site
+from tests.edge_support import running, sim
 
 ONE_DEVICE_PER_PROFILE = ("pl1-rectifier", "pl1-ac-meter", "pl1-scale", "potroom-aux", "ref-totaliser",
                           "cems-calciner")
@@ -90,13 +89,9 @@ def cross_check(site: Site, device_id: str, target: list[str]) -> int:
 @pytest.fixture
 def served_site(tmp_path: Path) -> object:
     site = load_site(write_site(tmp_path / "site.yaml"))
-    stop = threading.Event()
-    thread = threading.Thread(target=run_simulator, args=(site, "normal", None, stop), daemon=True)
-    thread.start()
-    time.sleep(0.8)
-    yield site
-    stop.set()
-    thread.join(timeout=10)
+    with running(sim(site)):
+        time.sleep(0.8)
+        yield site
 
 
 def test_profiles_agree_with_mbpoll_over_tcp(served_site: Site) -> None:
@@ -119,14 +114,10 @@ def test_rtu_profile_agrees_with_mbpoll_on_a_serial_line(tmp_path: Path) -> None
     for name, end in (("edge", pair.master_end), ("sim", pair.device_end)):
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data).replace("SERIAL", str(end)))
         sites.append(load_site(tmp_path / f"{name}.yaml"))
-    stop = threading.Event()
-    thread = threading.Thread(target=run_simulator, args=(sites[1], "normal", None, stop), daemon=True)
-    thread.start()
     try:
-        time.sleep(0.8)
-        target = ["-m", "rtu", "-b", "19200", "-P", "none", str(pair.master_end)]
-        assert cross_check(sites[0], "cems-calciner", target) >= 9
+        with running(sim(sites[1])):
+            time.sleep(0.8)
+            target = ["-m", "rtu", "-b", "19200", "-P", "none", str(pair.master_end)]
+            assert cross_check(sites[0], "cems-calciner", target) >= 9
     finally:
-        stop.set()
-        thread.join(timeout=10)
         pair.stop()

@@ -24,7 +24,7 @@ from alumon.telemetry import Quality
 from edge.lines import build_lines
 from edge.poller import DevicePoller, PollResult
 from tests.conftest import write_site
-from tests.edge_support import Observer, edge, running, sim
+from tests.edge_support import Observer, messages_per_device
 
 BUS = ("pl1-rectifier", "pl1-ac-meter", "pl1-scale")  # units 1, 2, 3 on one RS-485 bus
 SERIAL_SERVER = ("pl2-rectifier", "pl2-ac-meter")  # units 1, 2 behind one RTU-over-TCP server
@@ -64,11 +64,7 @@ def mixed_sites(tmp: Path, mqtt_port: int, pair: PtyPair, **device_settings: Any
 def test_rtu_bus_serial_server_and_tcp_all_deliver(tmp_path: Path, mosquitto: Server, bus: PtyPair) -> None:
     edge_site, sim_site = mixed_sites(tmp_path, mosquitto.port, bus)
     obs = Observer(mosquitto.port, "obs-transports")
-    with running(sim(sim_site)), running(edge(edge_site, tmp_path / "spool")):
-        time.sleep(6)
-    time.sleep(0.5)
-    obs.close()
-    counts = {d.id: len(obs.seqs(d.id)) for d in edge_site.config.devices}
+    counts = messages_per_device(obs, sim_site, edge_site, tmp_path / "spool", 6)
     assert min(counts.values()) >= 5 and max(counts.values()) - min(counts.values()) <= 1, counts
     for dev in edge_site.config.devices:
         assert obs.seqs(dev.id) == list(range(counts[dev.id])), dev.id
@@ -91,11 +87,7 @@ def test_faults_stay_with_their_device(tmp_path: Path, mosquitto: Server, bus: P
               SimFault("ref-totaliser", FaultKind.GARBLED, 3, 4)]  # TCP answer carrying a foreign transaction id
     obs = Observer(mosquitto.port, "obs-faults")
     started = time.time()
-    with running(sim(sim_site, faults)), running(edge(edge_site, tmp_path / "spool")):
-        time.sleep(17)
-    time.sleep(0.5)
-    obs.close()
-    counts = {d.id: len(obs.seqs(d.id)) for d in edge_site.config.devices}
+    counts = messages_per_device(obs, sim_site, edge_site, tmp_path / "spool", 17, faults)
     # every device, faulty or not, reports every cycle: exact sequence, equal counts (±1 for the edges)
     assert min(counts.values()) >= 15 and max(counts.values()) - min(counts.values()) <= 1, counts
     for dev in edge_site.config.devices:
