@@ -57,6 +57,11 @@ class Minute:
     start_ms: int
     value: float | None  # mean of the minute's valid samples
     flag: str
+    rate: float | None = None  # mean emission rate (kg/h) of its valid samples that have one
+
+    @property
+    def rate_valid(self) -> bool:
+        return self.flag in VALID_FLAGS and self.rate is not None
 
     @property
     def valid(self) -> bool:
@@ -64,9 +69,10 @@ class Minute:
 
 
 def minutes(t_ms: npt.NDArray[np.int64], values: npt.NDArray[np.float64],
-            flags: Sequence[str] | npt.NDArray[np.str_]) -> list[Minute]:
+            flags: Sequence[str] | npt.NDArray[np.str_], rates: npt.NDArray[np.float64] | None = None) -> list[Minute]:
     """Group samples into calendar minutes; a minute takes its samples' most common flag (on a tie, the one
-    seen first), and its value is the mean of its valid samples."""
+    seen first), and its value is the mean of its valid samples; with ``rates``, its rate is the mean over
+    the valid-flagged samples that have a rate (one pass for concentration and emission rate)."""
     if len(t_ms) == 0:
         return []
     keys, inverse = np.unique(t_ms // MINUTE_MS, return_inverse=True)
@@ -79,12 +85,25 @@ def minutes(t_ms: npt.NDArray[np.int64], values: npt.NDArray[np.float64],
     np.minimum.at(first, cells, np.arange(len(codes)))
     first = first.reshape(counts.shape)
     flag = np.where(counts == counts.max(axis=1, keepdims=True), first, len(codes)).argmin(axis=1)
-    valid = _VALID_CODES[codes] & ~np.isnan(values)
-    n_valid = np.bincount(inverse, weights=valid, minlength=len(keys))
+    valid_flag = _VALID_CODES[codes]
+    means, n_valid = _means(inverse, len(keys), values, valid_flag)
+    if rates is None:
+        return [Minute(k * MINUTE_MS, m if n else None, _LETTERS[f])
+                for k, m, n, f in zip(keys.tolist(), means, n_valid, flag.tolist(), strict=True)]
+    rate_means, n_rates = _means(inverse, len(keys), rates, valid_flag)
+    return [Minute(k * MINUTE_MS, m if n else None, _LETTERS[f], r if nr else None)
+            for k, m, n, f, r, nr in zip(keys.tolist(), means, n_valid, flag.tolist(), rate_means, n_rates,
+                                         strict=True)]
+
+
+def _means(inverse: npt.NDArray[np.intp], n_keys: int, values: npt.NDArray[np.float64],
+           valid_flag: npt.NDArray[np.bool_]) -> tuple[list[float], list[float]]:
+    """Per minute: mean of the values whose flag is valid and which are not NaN, and how many there were."""
+    valid = valid_flag & ~np.isnan(values)
+    n_valid = np.bincount(inverse, weights=valid, minlength=n_keys)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.bincount(inverse, weights=np.where(valid, values, 0.0), minlength=len(keys)) / n_valid
-    return [Minute(k * MINUTE_MS, m if n else None, _LETTERS[f])
-            for k, m, n, f in zip(keys.tolist(), means.tolist(), n_valid.tolist(), flag.tolist(), strict=True)]
+        means = np.bincount(inverse, weights=np.where(valid, values, 0.0), minlength=n_keys) / n_valid
+    return means.tolist(), n_valid.tolist()
 
 
 @dataclass(frozen=True)

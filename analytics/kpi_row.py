@@ -3,14 +3,13 @@ feeds to the alert rules."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from alumon import schema
 from alumon.schema import FieldValue
 
 
-@dataclass(frozen=True)
-class KpiRow:
+class KpiRow(NamedTuple):  # immutable and cheap to build: a year replayed hourly makes ~4 million
     t_ms: int
     unit_process: str
     kpi: str

@@ -173,7 +173,7 @@ class KpiEngine:
         for pollutant, path in unit.pollutants.items():
             limit, source = self._ultra_low(pollutant)
             series = self._corrected(store, unit, path, span_start, end_ms)
-            mins = cems.minutes(series.t, series.value, series.flags)
+            mins = cems.minutes(series.t, series.value, series.flags, series.rate)
             rolling = series.between(end_ms - self.window_ms, end_ms)
             valid = rolling.value[np.isin(rolling.flags, list(VALID_FLAGS)) & ~np.isnan(rolling.value)]
             if len(valid):
@@ -183,8 +183,7 @@ class KpiEngine:
                                    min(1.0, len(valid) * interval_ms / self.window_ms), level, source))
             rows += self._minutes(unit, pollutant, mins, end_ms)
             if hourly_due:
-                rows.append(self._hourly(unit, pollutant, series.between(hour_start - HOUR_MS, hour_start), mins,
-                                         hour_start - HOUR_MS))
+                rows.append(self._hourly(unit, pollutant, mins, hour_start - HOUR_MS))
             partial = self._partial_hour(unit, pollutant, mins, hour_start, end_ms, limit, source)
             if partial is not None:
                 rows.append(partial)
@@ -213,15 +212,14 @@ class KpiEngine:
                                    "valid" if valid else "invalid", "", extra=(("valid", valid), ("flag", m.flag))))
         return rows
 
-    def _hourly(self, unit: CemsStack, pollutant: str, hour_series: Corrected, mins: list[cems.Minute],
-                start: int) -> KpiRow:
+    def _hourly(self, unit: CemsStack, pollutant: str, mins: list[cems.Minute], start: int) -> KpiRow:
         """The HJ 75 hourly mean of the hour starting at ``start`` (timestamped at the hour's start), judged
         against every applicable limit, with the hour's emission total (HJ 212 ``Cou``) in kg."""
         limits = self.limits.applicable(unit.source_type.value, pollutant)
         ultra = limits.get("ultra_low")
         h = cems.hour(start, mins, ultra.value if ultra else None, self.min_valid_minutes)
-        rate_minutes = [m.value for m in cems.minutes(hour_series.t, hour_series.rate, hour_series.flags)
-                        if m.valid and m.value is not None]
+        rate_minutes = [m.rate for m in mins
+                        if start <= m.start_ms < start + HOUR_MS and m.rate_valid and m.rate is not None]
         level = "invalid" if not h.valid else ("above_ultra_low" if h.exceeded else "ultra_low_met")
         extra: list[tuple[str, FieldValue]] = [
             ("valid", h.valid), ("flag", h.flag), ("exceeded", h.exceeded), ("valid_minutes", h.valid_minutes)]

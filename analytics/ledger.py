@@ -39,6 +39,7 @@ class CounterLedger:
     keep_minutes_ms: int = 26 * HOUR_MS
     levels: list[Buckets] = field(default_factory=lambda: [{} for _ in LEVEL_MS])
     _pruned_ms: int = 0
+    _floors: list[int | None] = field(default_factory=lambda: [None for _ in LEVEL_MS])  # all pruned below
 
     def recompute(self, t_ms: npt.NDArray[np.int64], values: npt.NDArray[np.floating[Any]],
                   steps: npt.NDArray[np.int8], from_ms: int, to_ms: int, max_gap_ms: int, wrap_span: float) -> None:
@@ -61,21 +62,22 @@ class CounterLedger:
             deltas = np.bincount(idx[usable], weights=dv[usable], minlength=n).astype(np.float64)
             covered = np.bincount(idx[inside & short], weights=dt[inside & short], minlength=n).astype(np.float64)
         minutes = self.levels[MINUTES]
-        for m, d, c in zip(range(first, last + 1), deltas.tolist(), covered.astype(np.int64).tolist(), strict=True):
-            if d or c:
-                minutes[m] = (d, c)
-            else:
-                minutes.pop(m, None)
+        index = np.arange(first, last + 1)
+        kept = (deltas != 0) | (covered != 0)
+        for m in index[~kept].tolist():
+            minutes.pop(m, None)
+        minutes.update(zip(index[kept].tolist(), zip(deltas[kept].tolist(), covered[kept].astype(np.int64).tolist(),
+                                                     strict=True), strict=True))
         for level in range(HOURS, len(LEVEL_MS)):
             for i in range(from_ms // LEVEL_MS[level], (to_ms - 1) // LEVEL_MS[level] + 1):
                 self._rebuild(level, i)
 
     def _rebuild(self, level: int, index: int) -> None:
         """Bucket ``index`` of a level as the sum of its buckets one level finer."""
-        fine, per = self.levels[level - 1], LEVEL_MS[level] // LEVEL_MS[level - 1]
-        parts = [fine[i] for i in range(index * per, index * per + per) if i in fine]
-        if parts:
-            self.levels[level][index] = (sum(p[0] for p in parts), sum(p[1] for p in parts))
+        per = LEVEL_MS[level] // LEVEL_MS[level - 1]
+        delta, covered = _add(self.levels[level - 1], range(index * per, index * per + per))
+        if delta or covered:  # neither is ever negative: zero means no finer bucket
+            self.levels[level][index] = (delta, covered)
         else:
             self.levels[level].pop(index, None)
 
@@ -85,8 +87,12 @@ class CounterLedger:
         self._pruned_ms = now_ms
         for level, buckets in enumerate(self.levels):
             oldest = (now_ms - (self.keep_minutes_ms if level == MINUTES else KEEP_HOURS_MS)) // LEVEL_MS[level]
-            for i in [i for i in buckets if i < oldest]:
-                del buckets[i]
+            floor = self._floors[level]
+            if floor is None:  # first prune (e.g. after loading from disk): find the oldest bucket once
+                floor = min(buckets, default=oldest)
+            for i in range(floor, oldest):  # only what aged out since the last prune, not a walk over a year
+                buckets.pop(i, None)
+            self._floors[level] = max(floor, oldest)
 
     def total(self, start_ms: int, end_ms: int) -> CounterDelta:
         """Increments and coverage of the minutes from start_ms (a minute boundary) up to end_ms: whole weeks
@@ -125,8 +131,8 @@ class CounterLedger:
 
 
 def _add(buckets: Buckets, indices: range) -> tuple[float, int]:
-    delta, covered = 0.0, 0
-    for i in indices:
-        d, c = buckets.get(i, (0.0, 0))
-        delta, covered = delta + d, covered + c
-    return delta, covered
+    parts = [p for p in map(buckets.get, indices) if p is not None]
+    if not parts:
+        return 0.0, 0
+    deltas, covered = zip(*parts, strict=True)
+    return float(sum(deltas)), sum(covered)

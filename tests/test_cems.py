@@ -32,6 +32,18 @@ def test_minutes_group_samples() -> None:
     assert (m1.flag, m1.valid) == ("C", False)
 
 
+def test_minute_emission_rate_uses_valid_samples_that_have_a_rate() -> None:
+    # Minute 0: rates 10, 20, NaN (no flow reading), 1000 (flagged M): mean of 10 and 20 = 15 kg/h.
+    # Minute 1: concentration NaN on one sample does not hide its rate; no flow at all gives no rate.
+    t = np.array([0, 1000, 2000, 3000, 60_000, 61_000], dtype=np.int64)
+    v = np.array([30.0, 30.0, 30.0, 30.0, np.nan, 40.0])
+    rate = np.array([10.0, 20.0, np.nan, 1000.0, np.nan, np.nan])
+    (m0, m1) = minutes(t, v, ["N", "N", "N", "M", "N", "N"], rate)
+    assert (m0.value, m0.rate, m0.rate_valid) == (30.0, 15.0, True)
+    assert (m1.value, m1.rate, m1.rate_valid) == (40.0, None, False)
+    assert minutes(t, v, ["N"] * 6)[0].rate is None  # no rates asked for
+
+
 def test_44_valid_minutes_is_invalid_and_45_is_valid() -> None:
     h44 = hour(0, minute_list(44, 40.0), limit=35.0, min_valid_minutes=45)
     assert (h44.valid, h44.flag, h44.exceeded, h44.valid_minutes) == (False, "H", False, 44)

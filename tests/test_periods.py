@@ -272,3 +272,28 @@ def test_ledgers_survive_a_restart(tmp_path: Path) -> None:
     after = find(restarted.evaluate(empty, t0 + 90 * MIN), "potline-1", "al_liquid_ac", "month")
     assert after.value == pytest.approx(before.value) == pytest.approx(13_000.0)
     assert after.completeness == pytest.approx(before.completeness)
+
+
+def test_ledger_forgets_minutes_after_a_day_and_hours_after_a_year() -> None:
+    # One increment of 1 kWh per minute for 400 days, pruned as a live service does (every tick; the ledger
+    # acts once a day). Kept: minutes of the last 26 h, hours of the last 367 days; a year of hours still
+    # sums to 525 600 kWh.
+    ledger = CounterLedger(keep_minutes_ms=26 * 60 * MIN)
+    day_ms = 1440 * MIN
+    t = np.arange(0, 400 * 1440 + 1, dtype=np.int64) * MIN
+    v = np.arange(len(t), dtype=np.float64)
+    for d in range(400):
+        lo, hi = d * 1440, (d + 1) * 1440 + 1
+        ledger.recompute(t[lo:hi], v[lo:hi], np.zeros(hi - lo, dtype=np.int8), d * day_ms + MIN,
+                         (d + 1) * day_ms + MIN, 2 * MIN, 0.0)
+        ledger.prune((d + 1) * day_ms + MIN)
+    minutes, hours = ledger.levels[0], ledger.levels[1]
+    assert min(minutes) * MIN >= 400 * day_ms + MIN - 26 * 60 * MIN and len(minutes) <= 26 * 60 + 1
+    assert min(hours) * 60 * MIN >= 400 * day_ms - 367 * day_ms - 60 * MIN
+    end = 400 * day_ms
+    assert ledger.total(end - 365 * day_ms, end).delta == pytest.approx(365 * 1440)
+    # Restored from disk with old buckets in it, the first prune still finds and drops them.
+    restored = CounterLedger.from_json({"minutes": {"0": [1.0, 60_000]}, "hours": {"0": [60.0, 3_600_000]}},
+                                       26 * 60 * MIN)
+    restored.prune(400 * day_ms)
+    assert restored.levels[0] == {} and restored.levels[1] == {} and restored.levels[2] == {}
