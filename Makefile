@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client mbpoll socat openssl
+APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client victoria-metrics mbpoll socat openssl
 SCENARIO ?= energy-drift
 DURATION ?= 120
 PYTEST_ARGS ?=
@@ -15,7 +15,7 @@ setup: system-deps venv
 
 # Debian packages: the real broker, database and Modbus/serial tools the demo and the tests run against.
 system-deps:
-	@missing=""; for b in mosquitto mosquitto_sub influxd influx mbpoll socat openssl; do \
+	@missing=""; for b in mosquitto mosquitto_sub influxd influx victoria-metrics mbpoll socat openssl; do \
 	  command -v $$b >/dev/null || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages (missing:$$missing)"; \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 import threading
@@ -186,11 +187,21 @@ def edge_probe(
 
 
 @app.command()
-def ingest(site: SiteOption) -> None:
-    """Consume telemetry from MQTT and write it to InfluxDB (acknowledged only after the write)."""
+def ingest(
+    site: SiteOption,
+    worker: Annotated[str, typer.Option(help="stable worker id (its MQTT session and disk buffer)",
+                                        rich_help_panel="scale-out")] = "1",
+    buffer_dir: Annotated[Path | None, typer.Option(help="disk buffer for InfluxDB outages "
+                                                    "[default: run/ingest-buffer/SITE]")] = None,
+) -> None:
+    """Consume telemetry from MQTT and write it to InfluxDB (acknowledged only after the write or the disk
+    buffer took it)."""
     from ingest.service import run_ingest
 
-    run_until_signalled("ingest", site, run_ingest)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", worker):
+        err.print(f"alumon ingest: --worker {worker!r}: letters, digits, _ and - only")
+        raise typer.Exit(2)
+    run_until_signalled("ingest", site, lambda s, stop: run_ingest(s, stop, worker, buffer_dir))
 
 
 @app.command()

@@ -56,11 +56,30 @@ class MqttConnection(Strict):
 
 
 class InfluxConnection(Strict):
+    """``api: v1`` is InfluxDB 1.x (``/write``, InfluxQL, user/password); ``api: v2`` is InfluxDB 2.x, 3.x or
+    Cloud through influxdb-client (``/api/v2/write``, token, org, bucket). Both write the same line protocol."""
+
+    api: Literal["v1", "v2"] = "v1"
     url: str = "http://127.0.0.1:8086"
-    database: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "alumon"
-    username_env: EnvName | None = None
-    password_env: EnvName | None = None
+    database: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "alumon"  # v1
+    username_env: EnvName | None = None  # v1
+    password_env: EnvName | None = None  # v1
+    org: str | None = None  # v2
+    bucket: str | None = None  # v2
+    token_env: EnvName | None = None  # v2
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @model_validator(mode="after")
+    def _api_keys(self) -> InfluxConnection:
+        v1_only, v2_only = ("username_env", "password_env"), ("org", "bucket", "token_env")
+        for key in v2_only if self.api == "v1" else v1_only:
+            if getattr(self, key) is not None:
+                raise ValueError(f"`{key}` illegal with `api: {self.api}`")
+        if self.api == "v2":
+            for key in ("org", "bucket"):
+                if getattr(self, key) is None:
+                    raise ValueError(f"`{key}` required with `api: v2`")
+        return self
 
 
 class SmtpSecurity(StrEnum):
@@ -298,6 +317,27 @@ class EdgeSettings(Strict):
     metrics_interval_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
 
+class BufferFullPolicy(StrEnum):
+    BLOCK = "block"  # stop acknowledging: the broker and then the edge spools hold the data (nothing lost)
+    DROP_OLDEST = "drop_oldest"  # keep the newest data; dropped points are counted
+    DROP_NEWEST = "drop_newest"  # keep the oldest data; refused points are counted
+
+
+class IngestSettings(Strict):
+    """Batching, the disk buffer that carries InfluxDB outages, shutdown and self-metrics of ``alumon ingest``."""
+
+    max_batch_points: Annotated[int, Field(ge=1, le=100_000)] = 5000  # lines per InfluxDB write
+    max_pending_messages: Annotated[int, Field(ge=10)] = 20_000  # received, not yet written or buffered
+    buffer_max_mb: Annotated[float, Field(gt=0)] = 2048.0  # disk buffer while InfluxDB is down or slow
+    buffer_full: BufferFullPolicy = BufferFullPolicy.BLOCK
+    retry_max_s: Annotated[float, Field(gt=0, le=300)] = 10.0  # back-off cap between write attempts
+    shutdown_deadline_s: Annotated[float, Field(gt=0, le=300)] = 5.0  # SIGTERM: flush this long, then exit
+    shared_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] | None = None  # $share group (scale-out)
+    metrics_interval_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    prometheus_port: Annotated[int, Field(ge=0, le=65535)] | None = None  # None: no endpoint; 0: any free port
+    prometheus_bind: str = "127.0.0.1"
+
+
 class ScorecardInputs(Strict):
     """Readings the seed scorecard needs beyond the process units (all counters)."""
 
@@ -341,6 +381,7 @@ class SiteConfig(Strict):
     analytics: AnalyticsSettings = AnalyticsSettings()
     alerts: AlertRouting = AlertRouting()
     edge: EdgeSettings = EdgeSettings()
+    ingest: IngestSettings = IngestSettings()
     scorecard: ScorecardInputs = ScorecardInputs()
 
     def device(self, device_id: str) -> Device:

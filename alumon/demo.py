@@ -188,6 +188,8 @@ def _start(service: str, site_file: Path, run_dir: Path, scenario: str) -> subpr
         argv += ["--spool-dir", str(run_dir / "edge-spool")]
     if service == "analytics":
         argv += ["--state-dir", str(run_dir / "analytics-state")]
+    if service == "ingest":
+        argv += ["--buffer-dir", str(run_dir / "ingest-buffer")]
     logf = (run_dir / "logs" / f"{service}.log").open("ab")
     return subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
@@ -230,7 +232,7 @@ def run_demo(site_path: Path, scenario: str, duration: float, run_dir: Path,
         for service in SERVICES_IN_START_ORDER:
             procs[service] = _start(service, site_file, run_dir, scenario)
             if service == "analytics":  # consumers must be subscribed before the edge publishes
-                wait_for_clients(broker_log, [f"alumon-ingest-{site.id}", f"alumon-analytics-{site.id}",
+                wait_for_clients(broker_log, [f"alumon-ingest-{site.id}-1", f"alumon-analytics-{site.id}",
                                               f"alumon-demo-observer-{site.id}"])
         console.print(f"scenario {scenario!r}: running for {duration:.0f} s "
                       f"(sim, edge, ingest, analytics; logs in {run_dir / 'logs'})")

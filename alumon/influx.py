@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
@@ -37,6 +37,27 @@ class PartialWrite:
     """A 400 'partial write' answer: the server stored the good lines and names what it dropped."""
 
     message: str
+
+
+class LineWriter(Protocol):
+    """What ingest needs from a database: InfluxDB 1.x (``InfluxClient``) or 2.x/3.x (``InfluxV2Client``)."""
+
+    database: str  # database (1.x) or bucket (2.x), for messages
+
+    def write_lines(self, lines: list[str]) -> PartialWrite | None: ...
+
+    def create_database(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_writer(conn: InfluxConnection) -> LineWriter:
+    """The writer for the configured ``api``."""
+    if conn.api == "v2":
+        from alumon.influx_v2 import InfluxV2Client  # influxdb-client is only imported where it is used
+
+        return InfluxV2Client.from_config(conn)
+    return InfluxClient.from_config(conn)
 
 
 class InfluxClient:
@@ -90,6 +111,9 @@ class InfluxClient:
             return PartialWrite(_error_text(text))
         if resp.status_code == 404:
             raise InfluxError(f"database {self.database!r} not found", 404, retryable=True)
+        if resp.status_code in (401, 403):  # the data is fine, the credentials are not: keep it and retry
+            raise InfluxUnavailable(f"write: HTTP {resp.status_code} {_error_text(text)} (check the credentials)",
+                                    resp.status_code)
         raise InfluxError(f"write: HTTP {resp.status_code} {_error_text(text)}", resp.status_code, False)
 
     def query(self, q: str) -> list[dict[str, Any]]:

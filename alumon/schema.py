@@ -40,12 +40,24 @@ DEAD_LETTER = "dead_letter"
 FieldValue = float | int | bool | str
 
 
-def _escape_key(s: str) -> str:
+def escape_key(s: str) -> str:
+    """A tag key, tag value or field key."""
     return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
 def _escape_measurement(s: str) -> str:
     return s.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+
+
+def field_float(value: float) -> str:
+    if not math.isfinite(value):
+        raise ValueError("line protocol cannot carry NaN or infinity")
+    return repr(value)
+
+
+def field_text(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
 
 
 def _field(value: FieldValue) -> str:
@@ -54,17 +66,14 @@ def _field(value: FieldValue) -> str:
     if isinstance(value, int):
         return f"{value}i"
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("line protocol cannot carry NaN or infinity")
-        return repr(value)
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+        return field_float(value)
+    return field_text(value)
 
 
 def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue | None], ts_ms: int) -> str:
     """One line of InfluxDB line protocol (ms precision). Fields whose value is None are omitted."""
-    tag_part = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(tags.items()) if v != "")
-    field_part = ",".join(f"{_escape_key(k)}={_field(v)}" for k, v in fields.items() if v is not None)
+    tag_part = "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if v != "")
+    field_part = ",".join(f"{escape_key(k)}={_field(v)}" for k, v in fields.items() if v is not None)
     if not field_part:
         raise ValueError(f"{measurement}: a point needs at least one field")
     return f"{_escape_measurement(measurement)}{tag_part} {field_part} {ts_ms}"

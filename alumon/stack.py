@@ -1,6 +1,6 @@
 """The local stack: a real mosquitto, a real influxd and an SMTP sink, each with its config in a run
 directory. Used by ``alumon stack up|down``, by ``alumon demo`` and by the pytest fixtures, so the tests
-run exactly what the demo runs.
+run exactly what the demo runs. VictoriaMetrics is started only by the tests of the InfluxDB 2.x writer.
 """
 
 from __future__ import annotations
@@ -220,6 +220,50 @@ bind-address = "127.0.0.1:{rpc_port}"
         time.sleep(0.05)
     stop_pid(proc.pid)
     raise StackError(f"influxd did not answer /ping on port {port} within 30 s; see {log}")
+
+
+def start_victoria_metrics(run_dir: Path, port: int | None = None) -> Server:
+    """VictoriaMetrics (Debian's ``victoria-metrics``): it accepts InfluxDB 2.x writes on ``/api/v2/write``, so
+    it is the real server the ``api: v2`` writer (alumon/influx_v2.py) is tested against.
+
+    Flags beyond address, data directory and retention, as observed with VictoriaMetrics 1.79:
+
+    - ``-search.latencyOffset=0s``, ``-search.disableCache``: queries see samples up to "now" and never a
+      cached answer from before the last write.
+    - ``-dedup.minScrapeInterval=1ms``: without it, writing the same line twice stores two samples with the same
+      timestamp (export shows both, ``count_over_time`` counts both). With it, one sample per series and
+      millisecond is kept, applied at query and export time, so rewriting a redelivered batch is idempotent as
+      in InfluxDB. Samples 1 ms apart stay distinct.
+
+    Written rows sit in an in-memory buffer for up to about a second before they are searchable;
+    ``GET /internal/force_flush`` makes them searchable at once (tests call it before reading back)."""
+    binary = require_binary("victoria-metrics")
+    port = port or free_port()
+    base = run_dir / "victoria-metrics"
+    (base / "data").mkdir(parents=True, exist_ok=True)
+    argv = [
+        binary,
+        f"-httpListenAddr=127.0.0.1:{port}",
+        f"-storageDataPath={base / 'data'}",
+        "-retentionPeriod=100y",
+        "-search.latencyOffset=0s",
+        "-search.disableCache",
+        "-dedup.minScrapeInterval=1ms",
+        "-loggerLevel=WARN",  # skipped malformed lines are still logged (at ERROR)
+    ]
+    proc, log = _spawn("victoria-metrics", argv, base)
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"victoria-metrics exited with code {proc.returncode}; see {log}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
+                return Server("victoria-metrics", proc.pid, port, str(base), str(log))
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    stop_pid(proc.pid)
+    raise StackError(f"victoria-metrics did not answer /health on port {port} within 30 s; see {log}")
 
 
 def start_smtp_sink(run_dir: Path, port: int | None = None) -> Server:

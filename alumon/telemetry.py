@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SCHEMA_VERSION = 1
@@ -43,9 +44,10 @@ class Quality(StrEnum):
 class Reading(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    value: float | None  # None when the device gave nothing usable
+    # Strict types on numbers and flags: "5" or true for a value is a gateway bug to refuse, not to coerce.
+    value: Annotated[float | None, Field(strict=True)]  # None when the device gave nothing usable
     quality: Quality
-    unit: str = ""
+    unit: Annotated[str, Field(max_length=64)] = ""
     flags: list[Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]] = []  # e.g. rollover, reset
 
     @field_validator("value")
@@ -62,10 +64,17 @@ class TelemetryMessage(BaseModel):
     v: Literal[1]
     site: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
     device: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
-    seq: Annotated[int, Field(ge=0, lt=2**63)]
+    seq: Annotated[int, Field(strict=True, ge=0, lt=2**63)]
     ts: datetime
-    historical: bool = False  # replayed from the edge spool after an outage: no live alerts
+    historical: Annotated[bool, Field(strict=True)] = False  # replayed from the edge spool: no live alerts
     readings: Annotated[dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], Reading], Field(max_length=10000)]
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _iso_text(cls, ts: object) -> object:
+        if not isinstance(ts, str | datetime):  # pydantic would read a number as epoch seconds
+            raise ValueError("ts must be an ISO 8601 time with a UTC offset, e.g. 2026-11-24T09:30:00.123Z")
+        return ts
 
     @field_validator("ts")
     @classmethod
@@ -132,6 +141,18 @@ def encode(msg: TelemetryMessage) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def _parse_slowly(payload: bytes) -> object:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TelemetryError("not_utf8", str(exc)) from exc
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        reason = "non_finite" if "not allowed" in str(exc) else "not_json"
+        raise TelemetryError(reason, str(exc)) from exc
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not allowed in telemetry")
 
@@ -141,17 +162,12 @@ def decode(payload: bytes, topic: str | None = None) -> TelemetryMessage:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise TelemetryError("oversized", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TelemetryError("not_utf8", str(exc)) from exc
-    try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        reason = "non_finite" if "not allowed" in str(exc) else "not_json"
-        raise TelemetryError(reason, str(exc)) from exc
+        data = orjson.loads(payload)  # the fast parser for the normal case (ingest's hot path)
+    except orjson.JSONDecodeError:
+        data = _parse_slowly(payload)  # says exactly what is wrong, or parses what orjson refuses (big ints)
     if not isinstance(data, dict):
         raise TelemetryError("not_object", f"payload is a JSON {type(data).__name__}, not an object")
-    if data.get("v") != SCHEMA_VERSION:
+    if type(data.get("v")) is not int or data["v"] != SCHEMA_VERSION:  # not true or 1.0, which equal 1
         raise TelemetryError("wrong_version", f"schema version {data.get('v')!r}, expected {SCHEMA_VERSION}")
     try:
         msg = TelemetryMessage.model_validate(data)

@@ -1,5 +1,6 @@
-"""Real servers for the tests: mosquitto, influxd and an SMTP sink, each on a free 127.0.0.1 port with its
-own temporary run directory, started through the same code as `alumon stack up` and stopped afterwards.
+"""Real servers for the tests: mosquitto, influxd, VictoriaMetrics (for the InfluxDB 2.x writer) and an SMTP
+sink, each on a free 127.0.0.1 port with its own temporary run directory, started through the same code as
+`alumon stack up` and stopped afterwards.
 
 A missing binary fails the run loudly (StackError): tests never skip because a server is absent.
 """
@@ -21,7 +22,7 @@ import yaml
 from alumon.config import MqttConnection
 from alumon.influx import InfluxClient
 from alumon.mqtt import connect, make_client
-from alumon.stack import Server, free_port, start_influxd, start_mosquitto, start_smtp_sink
+from alumon.stack import Server, free_port, start_influxd, start_mosquitto, start_smtp_sink, start_victoria_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_SITE = REPO / "examples" / "guangxi-demo" / "site.yaml"
@@ -38,6 +39,14 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_influxd(tmp_path_factory.mktemp("influxd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Shared by the session: tests keep apart by writing series of their own (a device name per test)."""
+    server = start_victoria_metrics(tmp_path_factory.mktemp("victoria-metrics"))
     yield server
     server.stop()
 

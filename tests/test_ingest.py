@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from alumon.config import load_site
+from alumon import schema
+from alumon.config import BufferFullPolicy, load_site
 from alumon.influx import InfluxClient
 from alumon.stack import Server, start_influxd
 from alumon.telemetry import Quality, Reading, TelemetryMessage, deadletter_topic, encode, telemetry_topic
+from ingest.buffer import WriteBuffer
 from ingest.lines import message_lines
-from ingest.service import dropped_lines, run_ingest
+from ingest.service import IngestService, dropped_lines
 from tests.conftest import mqtt_client, write_site
 
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -37,18 +43,37 @@ def publish_all(client: mqtt.Client, items: list[tuple[str, bytes]]) -> None:
         info.wait_for_publish(timeout=30)
 
 
+_workers = itertools.count()
+
+
 @contextmanager
-def ingest_running(site_file: Path) -> Iterator[threading.Event]:
+def ingest_running(site_file: Path, buffer_dir: Path | None = None,
+                   worker: str | None = None) -> Iterator[IngestService]:
+    """Ingest in a thread (its own MQTT session unless ``worker`` names one) until the block ends."""
     stop = threading.Event()
-    t = threading.Thread(target=run_ingest, args=(load_site(site_file), stop), daemon=True)
+    worker = worker or f"t{os.getpid()}-{next(_workers)}"
+    service = IngestService(load_site(site_file), stop, worker=worker,
+                            buffer_dir=buffer_dir or site_file.parent / f"buffer-{worker}")
+    t = threading.Thread(target=service.run, daemon=True)
     t.start()
-    time.sleep(1.0)  # subscribed
+    deadline = time.monotonic() + 10
+    while not service.client.is_connected():  # connected and (a moment later) subscribed
+        assert time.monotonic() < deadline, "ingest did not connect"
+        time.sleep(0.05)
+    time.sleep(0.5)
     try:
-        yield stop
+        yield service
     finally:
         stop.set()
-        t.join(timeout=20)
+        t.join(timeout=30)
         assert not t.is_alive()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
 
 
 def wait_count(db: InfluxClient, q: str, expected: int, timeout_s: float = 30) -> float:
@@ -125,28 +150,60 @@ def publish_burst(client: mqtt.Client, device: str, n: int) -> None:
     publish_all(client, [(telemetry_topic("gx-demo", device), encode(message(device, s))) for s in range(n)])
 
 
-def test_ack_only_after_write_through_influx_outage(tmp_path: Path, mosquitto: Server) -> None:
+def test_stopping_during_an_outage_keeps_everything_in_the_disk_buffer(tmp_path: Path, mosquitto: Server) -> None:
     influx, db, site_file = own_influx_site(tmp_path, mosquitto, "outage")
     n = 500
     client = mqtt_client(mosquitto.port)
-    with ingest_running(site_file) as stop:
+    buffer_dir = tmp_path / "buffer"
+    with ingest_running(site_file, buffer_dir, worker="outage") as service:
         influx.stop()
         publish_burst(client, "pl1-rectifier", n)
-        time.sleep(2)
-        stop.set()  # ingest stops while InfluxDB is down: nothing may have been acked
+        wait_until(lambda: service.buffer.points == n * 3)
+        assert service.metrics.totals["received_messages"] == n
+    # Stopped while InfluxDB is down: everything was acked to the broker and is on disk.
+    assert WriteBuffer(buffer_dir / "worker-outage.sqlite", 2**30, BufferFullPolicy.BLOCK).points == n * 3
     influx = start_influxd(tmp_path / "own-influx", port=influx.port)
     try:
         assert (db.query_scalar("SELECT count(seq) FROM telemetry") or 0) == 0
-        with ingest_running(site_file):  # the broker redelivers everything unacked
+        with ingest_running(site_file, buffer_dir, worker="outage") as service:  # drains the buffer first
             stored = wait_count(db, "SELECT count(seq) FROM telemetry", n * 3)
+            assert service.metrics.totals["received_messages"] == 0  # nothing was left at the broker
+            assert service.buffer.points == 0
         assert stored == n * 3
         (series,) = db.query("SELECT count(distinct(seq)) FROM telemetry")
         assert series["values"][0][1] == n
         # A duplicate of a written message changes nothing (same series + timestamp overwrite).
-        with ingest_running(site_file):
+        with ingest_running(site_file, buffer_dir, worker="outage"):
             publish_all(client, [(telemetry_topic("gx-demo", "pl1-rectifier"), encode(message("pl1-rectifier", 5)))])
             time.sleep(1.5)
         assert db.query_scalar("SELECT count(seq) FROM telemetry") == n * 3
+    finally:
+        client.loop_stop()
+        influx.stop()
+
+
+def test_full_buffer_under_block_policy_leaves_messages_unacked(tmp_path: Path, mosquitto: Server) -> None:
+    """A tiny buffer (about 40 messages) with the ``block`` policy: the rest stays unacked at the broker and
+    arrives once InfluxDB is back; nothing is dropped."""
+    influx = start_influxd(tmp_path / "own-influx")
+    db = InfluxClient(f"http://127.0.0.1:{influx.port}", "block")
+    site_file = write_site(tmp_path / "site.yaml", connections__mqtt={"host": "127.0.0.1", "port": mosquitto.port},
+                           connections__influxdb={"url": f"http://127.0.0.1:{influx.port}", "database": "block"},
+                           ingest={"buffer_max_mb": 0.02, "buffer_full": "block", "max_batch_points": 30})
+    n = 300
+    client = mqtt_client(mosquitto.port)
+    try:
+        with ingest_running(site_file, worker="block") as service:
+            influx.stop()
+            publish_burst(client, "pl1-rectifier", n)
+            wait_until(lambda: service._held is not None)
+            time.sleep(1.0)
+            assert 0 < service.buffer.points < n * 3 and service.metrics.totals["dropped_points"] == 0
+        influx = start_influxd(tmp_path / "own-influx", port=influx.port)
+        with ingest_running(site_file, worker="block") as service:
+            stored = wait_count(db, "SELECT count(seq) FROM telemetry", n * 3)
+            assert service.metrics.totals["received_messages"] > 0  # redelivered by the broker
+        assert stored == n * 3
     finally:
         client.loop_stop()
         influx.stop()
@@ -182,3 +239,27 @@ def test_message_lines_idempotent() -> None:
     assert lines == message_lines(message("pl1-rectifier", 7)) and len(lines) == 3
     stale = next(ln for ln in lines if "quantity=cells_in_circuit" in ln)
     assert " value=" not in stale and ",value=" not in stale and "seq=7i" in stale
+
+
+def reference_lines(msg: TelemetryMessage) -> list[str]:
+    """The telemetry points written the plain way, through schema.line (what the fast path must equal)."""
+    return [schema.line(schema.TELEMETRY, {"site": msg.site, "device": msg.device, "quantity": q},
+                        {"value": r.value, "quality": r.quality.value, "seq": msg.seq, "unit": r.unit,
+                         "historical": msg.historical, "flags": ",".join(r.flags) or None}, msg.ts_ms)
+            for q, r in msg.readings.items()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(readings=st.dictionaries(
+    st.from_regex(r"^[a-z][a-z0-9_]{0,20}$", fullmatch=True),
+    st.builds(Reading, value=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+              quality=st.sampled_from(list(Quality)), unit=st.text(max_size=10),
+              flags=st.lists(st.from_regex(r"^[a-z_]{1,8}$", fullmatch=True), max_size=2)),
+    min_size=1, max_size=5),
+    seq=st.integers(0, 2**63 - 1), historical=st.booleans(), device=st.from_regex(r"^[a-z0-9][a-z0-9-]{0,10}$",
+                                                                                   fullmatch=True))
+def test_fast_message_lines_equal_schema_lines(readings: dict[str, Reading], seq: int, historical: bool,
+                                               device: str) -> None:
+    msg = TelemetryMessage(v=1, site="gx-demo", device=device, seq=seq, ts=T0, historical=historical,
+                           readings=readings)
+    assert message_lines(msg) == reference_lines(msg)

@@ -48,6 +48,15 @@ def test_round_trip() -> None:
     (json.dumps(good(readings={"x": {"value": "high", "quality": "good"}})).encode(), "invalid"),
     (json.dumps(good(readings={"x": {"value": 1.0, "quality": "great"}})).encode(), "invalid"),
     (b"{" + b" " * MAX_PAYLOAD_BYTES + b"}", "oversized"),
+    # Wrong types are refused, never coerced: true and 1.0 equal 1 in Python, pydantic reads numbers as times.
+    (json.dumps(good(v=True)).encode(), "wrong_version"),
+    (json.dumps(good(v=1.0)).encode(), "wrong_version"),
+    (json.dumps(good(ts=1795512600)).encode(), "invalid"),
+    (json.dumps(good(seq="5")).encode(), "invalid"),
+    (json.dumps(good(seq=True)).encode(), "invalid"),
+    (json.dumps(good(historical=1)).encode(), "invalid"),
+    (json.dumps(good(readings={"x": {"value": "1.5", "quality": "good"}})).encode(), "invalid"),
+    (json.dumps(good(readings={"x": {"value": True, "quality": "good"}})).encode(), "invalid"),
 ])
 def test_refusals(payload: bytes, expected: str) -> None:
     assert reason(payload) == expected
