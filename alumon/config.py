@@ -327,6 +327,7 @@ class IngestSettings(Strict):
     """Batching, the disk buffer that carries InfluxDB outages, shutdown and self-metrics of ``alumon ingest``."""
 
     max_batch_points: Annotated[int, Field(ge=1, le=100_000)] = 5000  # lines per InfluxDB write
+    max_batch_wait_ms: Annotated[float, Field(ge=0, le=5000)] = 50.0  # fill a batch this long before writing
     max_pending_messages: Annotated[int, Field(ge=10)] = 20_000  # received, not yet written or buffered
     buffer_max_mb: Annotated[float, Field(gt=0)] = 2048.0  # disk buffer while InfluxDB is down or slow
     buffer_full: BufferFullPolicy = BufferFullPolicy.BLOCK

@@ -21,9 +21,9 @@ is also the InfluxDB timestamp, so a redelivered message overwrites itself.
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Literal
 
 import orjson
@@ -45,17 +45,11 @@ class Reading(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Strict types on numbers and flags: "5" or true for a value is a gateway bug to refuse, not to coerce.
-    value: Annotated[float | None, Field(strict=True)]  # None when the device gave nothing usable
+    # NaN and infinity are refused (checked in pydantic's core: this runs for every reading ingest receives).
+    value: Annotated[float | None, Field(strict=True, allow_inf_nan=False)]  # None: the device gave nothing usable
     quality: Quality
     unit: Annotated[str, Field(max_length=64)] = ""
     flags: list[Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]] = []  # e.g. rollover, reset
-
-    @field_validator("value")
-    @classmethod
-    def _finite(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
-            raise ValueError("value must be finite (NaN and infinity are refused)")
-        return v
 
 
 class TelemetryMessage(BaseModel):
@@ -83,7 +77,7 @@ class TelemetryMessage(BaseModel):
             raise ValueError("ts must carry a UTC offset (e.g. 2026-11-24T09:30:00.123Z)")
         return ts.astimezone(UTC)
 
-    @property
+    @cached_property
     def ts_ms(self) -> int:
         return round(self.ts.timestamp() * 1000)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from figures import emit
+from figures import cpu_seconds, emit
 
 from alumon.config import MqttConnection, load_site
 from alumon.mqtt import connect, make_client
@@ -35,7 +35,6 @@ from alumon.telemetry import metrics_topic
 from edge.plan import plan_reads
 
 REPO = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def write_site(d: Path, devices: int, tags: int, mqtt_port: int) -> Path:
@@ -59,11 +58,6 @@ def write_site(d: Path, devices: int, tags: int, mqtt_port: int) -> Path:
     path = d / "site.yaml"
     path.write_text(yaml.safe_dump(site))
     return path
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
 def rss_mb(pid: int) -> float:

@@ -1,17 +1,20 @@
 """Ingest throughput against the raw InfluxDB write ceiling, measured in the same run on the same machine.
 
-(a) ceiling: prebuilt bodies of ``telemetry`` lines (the exact shape ingest writes), 5000 per POST, one
-    keep-alive session;
+(a) ceiling: prebuilt bodies of distinct ``telemetry`` points (the exact line shape ingest writes, every point
+    new as in a live stream), 5000 per POST, one keep-alive session, checked stored;
 (b) pipeline: a paho publisher sends telemetry messages (QoS 1) -> mosquitto -> ``alumon ingest`` (its own
     process) -> influxd; readings/s = points stored / (last point stored - first publish);
-(c) their ratio.
+(c) their ratio, and each process's CPU share during (b).
 
-Prints one JSON line per figure. Usage: ``python bench/ingest_throughput.py [--seconds 60] [--readings 10]``.
+Both for 10 readings per message (the example site's largest devices) and 100 (the edge benchmark's shape).
+Prints one JSON line per figure. Usage: ``python bench/ingest_throughput.py [--seconds 60] [--readings 10 100]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,19 +23,33 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
+import paho.mqtt.client as mqtt
 import requests
 import yaml
-from figures import emit
+from figures import cpu_seconds, emit
 
 from alumon.config import MqttConnection
 from alumon.influx import InfluxClient
 from alumon.mqtt import connect, make_client
 from alumon.stack import start_influxd, start_mosquitto, stop_pid
-from alumon.telemetry import Quality, Reading, TelemetryMessage, encode, telemetry_topic
+from alumon.telemetry import Quality, Reading, TelemetryMessage, decode, metrics_topic, telemetry_topic
 from ingest.lines import message_lines
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICES = [f"dev-{i:03d}" for i in range(100)]
+BACKLOG_POINTS = 400_000  # published but not yet stored, at most (about 2-5 s of the pipeline)
+
+
+def payload(device: str, seq: int, readings: int, t0_ms: int) -> bytes:
+    """The JSON of ``message(...)`` built straight with orjson: the publisher is the load generator and must
+    not eat the CPU the pipeline is measured on (pydantic's encode costs about 5 times more)."""
+    t = t0_ms + seq * 1000
+    return orjson.dumps({
+        "v": 1, "site": "bench", "device": device, "seq": seq,
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 1000)) + f".{t % 1000:03d}Z", "historical": False,
+        "readings": {f"q{j:02d}": {"value": 1000.0 + seq + j / 10, "quality": "good", "unit": "kWh", "flags": []}
+                     for j in range(readings)}})
 
 
 def message(device: str, seq: int, readings: int, t0: datetime) -> TelemetryMessage:
@@ -42,67 +59,101 @@ def message(device: str, seq: int, readings: int, t0: datetime) -> TelemetryMess
                   for j in range(readings)})
 
 
-def raw_ceiling(influx_port: int, readings: int, seconds: float) -> float:
-    db = InfluxClient(f"http://127.0.0.1:{influx_port}", "ceiling")
-    db.create_database()
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+def ceiling_bodies(readings: int, points: int, t0: datetime) -> list[bytes]:
+    """Bodies of 5000 distinct ``telemetry`` points (new series or timestamps, as a live stream writes them),
+    built with string formatting for speed and checked against ``message_lines`` for the exact line shape."""
+    t0_ms = int(t0.timestamp() * 1000)
+
+    def lines_of(seq: int) -> list[str]:
+        device, ts = DEVICES[seq % len(DEVICES)], t0_ms + seq * 1000
+        return [f'telemetry,device={device},quantity=q{j:02d},site=bench value={1000.0 + seq + j / 10!r},'
+                f'quality="good",seq={seq}i,unit="kWh",historical=false {ts}' for j in range(readings)]
+
+    assert lines_of(7) == message_lines(message(DEVICES[7], 7, readings, t0))
     per_body = 5000 // readings
-    bodies = []
-    seq = 0
-    for _ in range(40):
-        lines = []
-        for _ in range(per_body):
-            lines += message_lines(message(DEVICES[seq % len(DEVICES)], seq, readings, t0))
-            seq += 1
-        bodies.append(("\n".join(lines) + "\n").encode())
+    return [("\n".join(ln for seq in range(b * per_body, (b + 1) * per_body) for ln in lines_of(seq)) + "\n").encode()
+            for b in range(points // (per_body * readings))]
+
+
+def raw_ceiling(influx_port: int, readings: int, seconds: float) -> tuple[float, int]:
+    """Points/s InfluxDB stores from prebuilt bodies posted back to back over one keep-alive session, for
+    ``seconds`` (as long as the pipeline runs, so both write a like volume). Every point is new: the bodies
+    (10 s worth at up to 300 000 points/s) go to a fresh database each round. Returns (points/s, points)."""
+    bodies = ceiling_bodies(readings, 3_000_000, datetime(2026, 1, 1, tzinfo=UTC))
     session = requests.Session()
     url = f"http://127.0.0.1:{influx_port}/write"
-    points = 0
+    points, databases = 0, list[InfluxClient]()
     start = time.perf_counter()
-    i = 0
-    while time.perf_counter() - start < seconds or i < len(bodies):
-        body = bodies[i % len(bodies)]
-        resp = session.post(url, params={"db": "ceiling", "precision": "ms"}, data=body)
-        assert resp.status_code == 204, resp.text
-        points += body.count(b"\n")
-        i += 1
-    return points / (time.perf_counter() - start)
+    while time.perf_counter() - start < seconds:
+        databases.append(InfluxClient(f"http://127.0.0.1:{influx_port}", f"ceiling_{readings}_{len(databases)}"))
+        databases[-1].create_database()
+        for body in bodies:
+            resp = session.post(url, params={"db": databases[-1].database, "precision": "ms"}, data=body)
+            assert resp.status_code == 204, resp.text
+            points += body.count(b"\n")
+            if time.perf_counter() - start >= seconds:
+                break
+    rate = points / (time.perf_counter() - start)
+    stored = sum(int(db.query_scalar("SELECT count(seq) FROM telemetry") or 0) for db in databases)
+    assert stored == points, (stored, points)  # the ceiling counts only what was really stored
+    return rate, points
 
 
-def pipeline(tmp: Path, mqtt_port: int, influx_port: int, readings: int, seconds: float) -> tuple[float, int, int]:
+def pipeline(tmp: Path, mqtt_port: int, influx_port: int, readings: int, seconds: float,
+             cpu: dict[str, float], others: dict[str, int]) -> tuple[float, int, int]:
+    """Readings/s from the first publish until the last point is stored; ``cpu`` receives each process's
+    share of one core over that time (ingest, and the ``others`` by name: broker, database, this publisher)."""
     site = yaml.safe_load((REPO / "examples" / "guangxi-demo" / "site.yaml").read_text())
     site["site"]["id"] = "bench"
     site["connections"]["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port}
-    site["connections"]["influxdb"] = {"url": f"http://127.0.0.1:{influx_port}", "database": "pipeline"}
+    database = f"pipeline_{readings}"
+    site["connections"]["influxdb"] = {"url": f"http://127.0.0.1:{influx_port}", "database": database}
     template = site["devices"][0]
     site["devices"] = [dict(template, id=d) for d in DEVICES]
     site["process_units"] = []
+    site["ingest"] = {"metrics_interval_s": 0.5}  # the publisher paces itself on ingest's written_points
     site_file = tmp / "site.yaml"
     site_file.write_text(yaml.safe_dump(site, allow_unicode=True))
     log = (tmp / "ingest.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "alumon", "ingest", "--site", str(site_file)], stdout=log,
-                            stderr=subprocess.STDOUT)
-    db = InfluxClient(f"http://127.0.0.1:{influx_port}", "pipeline")
+    proc = subprocess.Popen([sys.executable, "-m", "alumon", "ingest", "--site", str(site_file), "--worker", "bench",
+                             "--buffer-dir", str(tmp / "ingest-buffer")], stdout=log, stderr=subprocess.STDOUT)
+    db = InfluxClient(f"http://127.0.0.1:{influx_port}", database)
     try:
         time.sleep(2.0)  # ingest connected and subscribed
         conn = MqttConnection(host="127.0.0.1", port=mqtt_port)
         pub = make_client(conn, "bench-publisher")
         connect(pub, conn, persistent=False)
+        written = [0]  # ingest's own count, from its metrics topic: cheaper than asking InfluxDB
+
+        def on_metrics(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+            written[0] = int(json.loads(msg.payload)["written_points"])
+
+        pub.on_message = on_metrics
         pub.loop_start()
         while not pub.is_connected():
             time.sleep(0.01)
+        pub.subscribe(metrics_topic("bench", "ingest-bench"), qos=0)
         t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        t0_ms = int(t0.timestamp() * 1000)
+        assert decode(payload(DEVICES[0], 7, readings, t0_ms)) == message(DEVICES[0], 7, readings, t0)  # same data
         published = 0
         stop = threading.Event()
+        pids = {"ingest": proc.pid, **others, "publisher": os.getpid()}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         start = time.perf_counter()
         last_info = None
         while time.perf_counter() - start < seconds and not stop.is_set():
             dev = DEVICES[published % len(DEVICES)]
-            last_info = pub.publish(telemetry_topic("bench", dev), encode(message(dev, published, readings, t0)),
-                                    qos=1)
+            last_info = pub.publish(telemetry_topic("bench", dev), payload(dev, published, readings, t0_ms), qos=1)
             published += 1
             if published % 2000 == 0:  # keep paho's outgoing queue bounded: wait for the broker to catch up
                 last_info.wait_for_publish(timeout=60)
+            if published % (BACKLOG_POINTS // readings // 4) == 0:
+                # Sustained rate, not the drain of a backlog: hold on while more than BACKLOG_POINTS published
+                # readings are not in InfluxDB yet (otherwise the broker queues minutes of data at 100 readings
+                # per message and the figure measures how fast a backlog drains).
+                while published * readings - written[0] > BACKLOG_POINTS and time.perf_counter() - start < seconds:
+                    time.sleep(0.05)
         if last_info is not None:
             last_info.wait_for_publish(timeout=120)
         expected = published * readings
@@ -114,6 +165,7 @@ def pipeline(tmp: Path, mqtt_port: int, influx_port: int, readings: int, seconds
                 break
             time.sleep(0.2)
         elapsed = time.perf_counter() - start
+        cpu.update({name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()})
         pub.loop_stop()
         return stored / elapsed, expected, stored
     finally:
@@ -123,19 +175,30 @@ def pipeline(tmp: Path, mqtt_port: int, influx_port: int, readings: int, seconds
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--readings", type=int, default=10, help="readings per telemetry message")
+    parser.add_argument("--readings", type=int, nargs="+", default=[10, 100],
+                        help="readings per telemetry message, one pipeline run each (10: the example site's "
+                             "largest devices; 100: the edge benchmark's 10 000 tags on 100 devices)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         broker = start_mosquitto(tmp)
         influx = start_influxd(tmp)
         try:
-            ceiling = raw_ceiling(influx.port, args.readings, min(args.seconds, 20.0))
-            emit("ingest", "influx_raw_ceiling", ceiling, "points/s", note="prebuilt telemetry bodies, 5000 lines/POST")
-            rate, expected, stored = pipeline(tmp, broker.port, influx.port, args.readings, args.seconds)
-            emit("ingest", "ingest_pipeline", rate, "readings/s", published=expected, stored=stored,
-                 readings_per_message=args.readings, seconds=args.seconds)
-            emit("ingest", "ingest_ratio_to_ceiling", rate / ceiling, "ratio", target=0.5)
+            for readings in args.readings:  # the ceiling of each line shape (series count), then its pipeline
+                ceiling, points = raw_ceiling(influx.port, readings, args.seconds)
+                emit("ingest", f"influx_raw_ceiling_{readings}r", ceiling, "points/s", readings_per_message=readings,
+                     points=points, note="prebuilt bodies of distinct telemetry points, 5000 lines/POST")
+                run_dir = tmp / f"pipeline-{readings}"
+                run_dir.mkdir()
+                cpu: dict[str, float] = {}
+                rate, expected, stored = pipeline(run_dir, broker.port, influx.port, readings, args.seconds, cpu,
+                                                  {"mosquitto": broker.pid, "influxd": influx.pid})
+                shape = {"readings_per_message": readings}
+                emit("ingest", f"ingest_pipeline_{readings}r", rate, "readings/s", published=expected, stored=stored,
+                     seconds=args.seconds, **shape)
+                emit("ingest", f"ingest_ratio_to_ceiling_{readings}r", rate / ceiling, "ratio", target=0.5, **shape)
+                for name, share in cpu.items():  # where the two cores went during the pipeline run
+                    emit("ingest", f"cpu_{name}_{readings}r", share, "cores", **shape)
         finally:
             broker.stop()
             influx.stop()

@@ -143,8 +143,9 @@ class IngestService:
     # -- writer side (this thread) ---------------------------------------------------------------------------
 
     def _next_batch(self, wait_s: float) -> _Batch:
-        """Block for one message, then take whatever else is already queued (natural batching: low latency
-        when quiet, big batches under load)."""
+        """Block for one message, then collect more for up to ``max_batch_wait_ms`` or until the batch is full:
+        InfluxDB spends far less per point on one write of 5000 lines than on fifty of 100, and a few tens
+        of milliseconds of latency cost nothing to a dashboard."""
         if self._held is not None:
             batch, self._held = self._held, None
             return batch
@@ -155,11 +156,18 @@ class IngestService:
             return batch
         items = [first]
         n_lines = len(first.lines)
+        until = time.monotonic() + self.settings.max_batch_wait_ms / 1000.0
         while n_lines < self.settings.max_batch_points:
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
-                break
+                left = until - time.monotonic()
+                if left <= 0 or self.stop.is_set():
+                    break
+                try:
+                    item = self.queue.get(timeout=left)
+                except queue.Empty:
+                    break
             items.append(item)
             n_lines += len(item.lines)
         batch.items = items
