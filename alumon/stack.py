@@ -208,18 +208,23 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
     )
     proc, log = _spawn("influxd", [binary, "run", "-config", str(conf)], base)
+    return _answering("influxd", proc, log, port, "/ping", 204)
+
+
+def _answering(name: str, proc: subprocess.Popen[bytes], log: Path, port: int, path: str, status: int) -> Server:
+    """The started server once ``GET path`` answers ``status`` (within 30 s), else a StackError naming its log."""
     deadline = time.monotonic() + 30.0
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StackError(f"influxd exited with code {proc.returncode}; see {log}")
+            raise StackError(f"{name} exited with code {proc.returncode}; see {log}")
         try:
-            if requests.get(f"http://127.0.0.1:{port}/ping", timeout=0.5).status_code == 204:
-                return Server("influxd", proc.pid, port, str(base), str(log))
+            if requests.get(f"http://127.0.0.1:{port}{path}", timeout=0.5).status_code == status:
+                return Server(name, proc.pid, port, str(log.parent), str(log))
         except requests.RequestException:
             pass
         time.sleep(0.05)
     stop_pid(proc.pid)
-    raise StackError(f"influxd did not answer /ping on port {port} within 30 s; see {log}")
+    raise StackError(f"{name} did not answer {path} on port {port} within 30 s; see {log}")
 
 
 def start_victoria_metrics(run_dir: Path, port: int | None = None) -> Server:
@@ -252,18 +257,7 @@ def start_victoria_metrics(run_dir: Path, port: int | None = None) -> Server:
         "-loggerLevel=WARN",  # skipped malformed lines are still logged (at ERROR)
     ]
     proc, log = _spawn("victoria-metrics", argv, base)
-    deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise StackError(f"victoria-metrics exited with code {proc.returncode}; see {log}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
-                return Server("victoria-metrics", proc.pid, port, str(base), str(log))
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    stop_pid(proc.pid)
-    raise StackError(f"victoria-metrics did not answer /health on port {port} within 30 s; see {log}")
+    return _answering("victoria-metrics", proc, log, port, "/health", 200)
 
 
 def start_smtp_sink(run_dir: Path, port: int | None = None) -> Server:

@@ -236,7 +236,8 @@ class PeriodKpis:
             if p.window in PROJECTED and p.end_ms is not None:
                 e24, a24 = self._kgce(unit, carriers, rolling, end_ms)
                 rows += self._projection(unit.id, kpi, p, end_ms, energy, alumina, e24, a24, "kgce/t",
-                                         lambda v, lv=levels: best_level(v, lv))  # type: ignore[misc]
+                                         lambda v, lv=levels: best_level(v, lv),  # type: ignore[misc]
+                                         (("process", unit.process),))  # the rule judges it by its process
         return rows
 
     def _kgce(self, unit: AluminaRefinery, carriers: list[EnergyCarrier], p: Period,
@@ -255,7 +256,7 @@ class PeriodKpis:
 
     def _projection(self, unit_id: str, kpi: str, p: Period, end_ms: int, num: CounterDelta, den: CounterDelta,
                     num_24h: CounterDelta, den_24h: CounterDelta, unit: str,
-                    level_of: Callable[[float], str]) -> list[KpiRow]:
+                    level_of: Callable[[float], str], extra: tuple[tuple[str, FieldValue], ...] = ()) -> list[KpiRow]:
         """The value at the period's end if the rest of it runs like the last 24 hours."""
         assert p.end_ms is not None
         if den_24h.delta <= 0 or num_24h.covered_ms <= 0:
@@ -269,7 +270,7 @@ class PeriodKpis:
         value = projected_num / projected_den
         return [self._row(unit_id, f"{kpi}_projected", p, end_ms, value, unit,
                           min(1.0, num_24h.covered_ms / (24 * MS_PER_H)), str(level_of(value)), "projection",
-                          estimated=True, extra=(("period_end_ms", p.end_ms),))]
+                          estimated=True, extra=(("period_end_ms", p.end_ms), *extra))]
 
     # -- seed scorecard --------------------------------------------------------------------------------------
 

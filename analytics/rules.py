@@ -24,7 +24,7 @@ class Rule:
     kpi: str  # which KPI rows it watches
     severity: Severity
     audience: Audience
-    limit: Callable[[Limits], Limit]
+    limit: Callable[[Limits, KpiRow], Limit]  # the threshold for this row (e.g. by the refinery's process)
     reset_ratio: float
     description_zh: str
     description_en: str
@@ -40,39 +40,40 @@ class Rule:
 
 DEFAULT_RULES = (
     Rule("energy_above_level3", "al_liquid_ac", Severity.CRITICAL, Audience.BOTH,
-         lambda lim: lim.al_liquid_ac_level(3), 0.99,
+         lambda lim, _row: lim.al_liquid_ac_level(3), 0.99,
          "铝液交流电耗超过 GB 21346-2022 3级限额", "aluminium-liquid AC energy above GB 21346-2022 level 3"),
     Rule("energy_above_benchmark", "al_liquid_ac", Severity.WARNING, Audience.ENGINEERS,
-         lambda lim: lim.ndrc("benchmark"), 0.995,
+         lambda lim, _row: lim.ndrc("benchmark"), 0.995,
          "铝液交流电耗高于国家发改委能效标杆水平", "aluminium-liquid AC energy above the NDRC benchmark"),
     Rule("so2_above_ultra_low", "so2_corrected", Severity.CRITICAL, Audience.BOTH,
-         lambda lim: lim.ultra_low("so2"), 0.9,
+         lambda lim, _row: lim.ultra_low("so2"), 0.9,
          "SO₂ 折算浓度超过超低排放限值（指示性滚动均值，非 HJ 75 有效小时均值）",
          "corrected SO₂ above the ultra-low limit (indicative rolling mean, not the HJ 75 valid hourly mean)"),
     # Early warning while the hour runs: its valid minutes so far average above the limit.
     Rule("so2_hour_heading_over", "so2_hour_partial", Severity.WARNING, Audience.ENGINEERS,
-         lambda lim: lim.ultra_low("so2"), 0.95,
+         lambda lim, _row: lim.ultra_low("so2"), 0.95,
          "本小时 SO₂ 有效分钟均值已超过超低排放限值（预警）",
          "this hour's valid SO₂ minutes so far average above the ultra-low limit (early warning)", pending_s=0.0,
          min_completeness=0.0),  # the KPI itself needs 15 valid minutes; calibration minutes must not mute it
     # The regulatory test (HJ 75-2017): one valid hourly mean above the limit is one exceedance hour.
     Rule("so2_hourly_above_ultra_low", "so2_hourly", Severity.CRITICAL, Audience.BOTH,
-         lambda lim: lim.ultra_low("so2"), 1.0,
+         lambda lim, _row: lim.ultra_low("so2"), 1.0,
          "SO₂ 有效小时均值超过超低排放限值", "valid hourly mean of SO₂ above the ultra-low limit", pending_s=0.0),
     # Early warnings on the year: the projection to 31 December crosses the seed's target level.
     Rule("energy_year_projected_above_benchmark", "al_liquid_ac_projected", Severity.WARNING, Audience.ENGINEERS,
-         lambda lim: lim.ndrc("benchmark"), 0.998,
+         lambda lim, _row: lim.ndrc("benchmark"), 0.998,
          "按近24小时水平推算，全年铝液交流电耗将高于能效标杆水平（预警）",
          "at the last 24 hours' rate the year's aluminium-liquid AC energy will end above the NDRC benchmark "
          "(early warning)", window="year", min_completeness=0.5),
     Rule("alumina_year_projected_above_level1", "comprehensive_energy_projected", Severity.WARNING,
-         Audience.ENGINEERS, lambda lim: lim.gb21346_level("bayer.comprehensive_energy", 1, product="alumina"),
+         Audience.ENGINEERS,
+         lambda lim, row: lim.gb21346_level(f"{dict(row.extra)['process']}.comprehensive_energy", 1, product="alumina"),
          0.998, "按近24小时水平推算，全年氧化铝综合能耗将高于 GB 21346-2022 1级（预警）",
          "at the last 24 hours' rate the year's alumina comprehensive energy will end above GB 21346-2022 level 1 "
          "(early warning)", window="year", min_completeness=0.5),
     # Weighed production against the Faraday estimate over a day: the scale or the DCCT is wrong.
     Rule("production_mismatch", "production_deviation", Severity.WARNING, Audience.ENGINEERS,
-         lambda lim: lim.value("energy.production_crosscheck.max_deviation", "energy.production_crosscheck",
+         lambda lim, _row: lim.value("energy.production_crosscheck.max_deviation", "energy.production_crosscheck",
                                "weighed vs Faraday", "fraction"), 0.8,
          "称量铝液产量与法拉第估算偏差超限（检查天车秤或直流电流互感器）",
          "weighed aluminium differs from the Faraday estimate beyond the margin (check the crucible scale or the "
@@ -125,7 +126,7 @@ class RuleEngine:
 
     def _step(self, rule: Rule, row: KpiRow) -> Alert | None:
         assert row.value is not None
-        limit = rule.limit(self.limits)
+        limit = rule.limit(self.limits, row)
         now = datetime.fromtimestamp(row.t_ms / 1000, UTC)
         key = (rule.name, row.unit_process)
         ep = self.episodes.get(key)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import re
 import threading
@@ -74,11 +75,13 @@ def subscription(site: Site) -> str:
 
 
 class IngestService:
-    def __init__(self, site: Site, stop: threading.Event, *, worker: str = "1", buffer_dir: Path | None = None):
+    def __init__(self, site: Site, stop: threading.Event, *, worker: str = "1", buffer_dir: Path | None = None,
+                 hard_deadline: bool = False):
         self.site = site
         self.stop = stop
         self.worker = worker
         self.settings = site.config.ingest
+        self.hard_deadline = hard_deadline  # a process of its own: may exit hard when the deadline is blown
         self.metrics = IngestMetrics()
         self.known_devices = {d.id for d in site.config.devices}
         self.influx = open_writer(site.config.connections.influxdb)
@@ -276,6 +279,8 @@ class IngestService:
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     def run(self) -> None:
+        if self.hard_deadline:
+            threading.Thread(target=self._watchdog, name="shutdown-watchdog", daemon=True).start()
         self._create_database()
         if len(self.buffer):
             log.info("disk buffer holds %d points from before; draining them first", self.buffer.points)
@@ -306,6 +311,17 @@ class IngestService:
             self.buffer.close()
             log.info("stopped: %s", self.snapshot())
 
+    def _watchdog(self) -> None:
+        """Exit hard once the shutdown deadline (plus a second for closing) has passed, even if a write to an
+        InfluxDB that accepts connections but never answers is still waiting for its timeout. Safe: whatever
+        is not acknowledged is redelivered, and the disk buffer commits atomically (like ``kill -9``)."""
+        self.stop.wait()
+        time.sleep(self.settings.shutdown_deadline_s + 1.0)
+        log.warning("shutdown deadline of %.1f s exceeded (InfluxDB not answering?): exiting now; "
+                    "unacknowledged messages will be redelivered", self.settings.shutdown_deadline_s)
+        logging.shutdown()
+        os._exit(0)
+
     def _flush_on_shutdown(self) -> None:
         """Write (or buffer) what was received, within the deadline; the rest stays unacked for redelivery."""
         deadline = time.monotonic() + self.settings.shutdown_deadline_s
@@ -328,4 +344,5 @@ def dropped_lines(message: str) -> int:
 
 
 def run_ingest(site: Site, stop: threading.Event, worker: str = "1", buffer_dir: Path | None = None) -> None:
-    IngestService(site, stop, worker=worker, buffer_dir=buffer_dir).run()
+    """``alumon ingest``: the service as its own process (the shutdown deadline is enforced)."""
+    IngestService(site, stop, worker=worker, buffer_dir=buffer_dir, hard_deadline=True).run()

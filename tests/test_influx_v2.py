@@ -29,8 +29,9 @@ from alumon.config import InfluxConnection
 from alumon.influx import InfluxError, InfluxUnavailable, PartialWrite, open_writer
 from alumon.influx_v2 import InfluxV2Client
 from alumon.stack import Server, start_victoria_metrics
-from alumon.telemetry import Quality, Reading, TelemetryMessage
+from alumon.telemetry import TelemetryMessage
 from ingest.lines import message_lines
+from tests.test_ingest import message as ingest_message
 
 # In the recent past: VictoriaMetrics refuses samples far in the future, and "now" bounds its export.
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -43,12 +44,7 @@ def device_name(what: str) -> str:
 
 
 def message(device: str, seq: int) -> TelemetryMessage:
-    """As in test_ingest: two readings with a value and one without (no ``value`` field on its line)."""
-    readings = {"line_current_ka": Reading(value=400.0 + seq % 7, quality=Quality.GOOD, unit="kA"),
-                "series_voltage_v": Reading(value=1190.0, quality=Quality.GOOD, unit="V"),
-                "cells_in_circuit": Reading(value=None, quality=Quality.STALE)}
-    return TelemetryMessage(v=1, site="gx-demo", device=device, seq=seq, ts=T0 + timedelta(seconds=seq),
-                            readings=readings)
+    return ingest_message(device, seq, T0)  # near now: the queries below look back a few hours
 
 
 def lines_for(device: str, count: int) -> list[str]:

@@ -29,11 +29,12 @@ from tests.conftest import mqtt_client, write_site
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
 
-def message(device: str, seq: int) -> TelemetryMessage:
+def message(device: str, seq: int, t0: datetime = T0) -> TelemetryMessage:
+    """Two readings with a value and one without (no ``value`` field on its line), ``seq`` seconds after t0."""
     readings = {"line_current_ka": Reading(value=400.0 + seq % 7, quality=Quality.GOOD, unit="kA"),
                 "series_voltage_v": Reading(value=1190.0, quality=Quality.GOOD, unit="V"),
                 "cells_in_circuit": Reading(value=None, quality=Quality.STALE)}
-    return TelemetryMessage(v=1, site="gx-demo", device=device, seq=seq, ts=T0 + timedelta(seconds=seq),
+    return TelemetryMessage(v=1, site="gx-demo", device=device, seq=seq, ts=t0 + timedelta(seconds=seq),
                             readings=readings)
 
 

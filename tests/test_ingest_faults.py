@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -77,11 +79,14 @@ def at(began: float, second: float, action: Callable[[], Any]) -> Any:
     return action()
 
 
-def own_influx(tmp_path: Path, mosquitto: Server, database: str, **ingest: Any) -> tuple[Server, InfluxClient, Path]:
+def own_influx(tmp_path: Path, mosquitto: Server, database: str, influx_timeout_s: float = 10.0,
+               **ingest: Any) -> tuple[Server, InfluxClient, Path]:
+    """A private influxd (the test may stop or freeze it) and the example site wired to it."""
     influx = start_influxd(tmp_path / "own-influx")
     db = InfluxClient(f"http://127.0.0.1:{influx.port}", database)
     site_file = write_site(tmp_path / "site.yaml", connections__mqtt={"host": "127.0.0.1", "port": mosquitto.port},
-                           connections__influxdb={"url": f"http://127.0.0.1:{influx.port}", "database": database},
+                           connections__influxdb={"url": f"http://127.0.0.1:{influx.port}", "database": database,
+                                                  "timeout_s": influx_timeout_s},
                            ingest=ingest)
     return influx, db, site_file
 
@@ -328,3 +333,36 @@ def test_ingest_writes_through_the_v2_api(tmp_path: Path, mosquitto: Server, vic
             assert values["q3"][int((T0 + timedelta(seconds=7)).timestamp() * 1000)] == 7.3
     finally:
         client.loop_stop()
+
+
+def test_sigterm_with_a_hung_influxdb_exits_within_the_deadline(tmp_path: Path, mosquitto: Server) -> None:
+    """InfluxDB frozen (SIGSTOP: it accepts connections and never answers) under a 30 s write timeout: SIGTERM
+    makes ingest exit within its 1 s deadline (plus a second to close), and the batch it was writing stays
+    unacknowledged, so the next ingest stores every message exactly once."""
+    influx, db, site_file = own_influx(tmp_path, mosquitto, "hung", influx_timeout_s=30.0, shutdown_deadline_s=1.0)
+    n = 200
+    buffer_dir, log = tmp_path / "buffer", tmp_path / "ingest.log"
+    client = mqtt_client(mosquitto.port)
+    proc = start_ingest_process(site_file, buffer_dir, "hung", log)
+    try:
+        time.sleep(3)
+        publish_all(client, good_payloads(n)[: n // 2])
+        assert wait_count(db, "SELECT count(value) FROM telemetry", n // 2 * READINGS) == n // 2 * READINGS
+        os.kill(influx.pid, signal.SIGSTOP)
+        publish_all(client, good_payloads(n)[n // 2:])
+        time.sleep(1.0)  # ingest is now waiting on a write InfluxDB will never answer
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        assert time.monotonic() - began < 3.0
+        assert "shutdown deadline of 1.0 s exceeded" in log.read_text()
+        os.kill(influx.pid, signal.SIGCONT)
+        proc = start_ingest_process(site_file, buffer_dir, "hung", log)
+        assert wait_count(db, "SELECT count(value) FROM telemetry", n * READINGS) == n * READINGS
+        assert_all_present_once(db, n)
+    finally:
+        os.kill(influx.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=30)
+        client.loop_stop()
+        influx.stop()

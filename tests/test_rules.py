@@ -74,3 +74,15 @@ def test_alert_carries_limit_source_and_incident() -> None:
     (a,) = alerts
     assert a.limit == 13350 and "GB 21346-2022" in a.limit_source
     assert a.id == "gx-demo-energy_above_level3-potline-1-19700101T000000Z"
+
+
+def test_alumina_projection_is_judged_by_the_refinery_process() -> None:
+    # 400 kgce/t projected for the year: above Bayer level 1 (340) but within other-process level 1 (550).
+    def projected(t_s: int, process: str, unit: str) -> KpiRow:
+        return KpiRow(t_s * 1000, unit, "comprehensive_energy_projected", "year", 400.0, "kgce/t", 1.0, "",
+                      "projection", estimated=True, extra=(("period_end_ms", 1), ("process", process)))
+
+    e = engine()
+    fired = {(a.unit_process, a.limit) for t in (0, 20)  # past the 10 s pending time
+             for a in e.evaluate([projected(t, "bayer", "ref-b"), projected(t, "other_process", "ref-o")])}
+    assert fired == {("ref-b", 340.0)}
