@@ -38,6 +38,7 @@ from ingest.lines import message_lines
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICES = [f"dev-{i:03d}" for i in range(100)]
+PUBLISHERS = 4
 BACKLOG_POINTS = 400_000  # published but not yet stored, at most (about 2-5 s of the pipeline)
 
 
@@ -121,41 +122,53 @@ def pipeline(tmp: Path, mqtt_port: int, influx_port: int, readings: int, seconds
     try:
         time.sleep(2.0)  # ingest connected and subscribed
         conn = MqttConnection(host="127.0.0.1", port=mqtt_port)
-        pub = make_client(conn, "bench-publisher")
-        connect(pub, conn, persistent=False)
+        # Several publishing clients: one paho client keeps at most 20 QoS 1 messages in flight and at 10
+        # readings per message would be the bottleneck itself (about 9 000 messages/s here).
+        pubs = [make_client(conn, f"bench-publisher-{k}") for k in range(PUBLISHERS)]
+        for pub in pubs:
+            connect(pub, conn, persistent=False)
+        pub = pubs[0]
         written = [0]  # ingest's own count, from its metrics topic: cheaper than asking InfluxDB
 
         def on_metrics(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
             written[0] = int(json.loads(msg.payload)["written_points"])
 
         pub.on_message = on_metrics
-        pub.loop_start()
-        while not pub.is_connected():
+        for client in pubs:
+            client.loop_start()
+        while not all(client.is_connected() for client in pubs):
             time.sleep(0.01)
         pub.subscribe(metrics_topic("bench", "ingest-bench"), qos=0)
         t0 = datetime(2026, 1, 1, tzinfo=UTC)
         t0_ms = int(t0.timestamp() * 1000)
         assert decode(payload(DEVICES[0], 7, readings, t0_ms)) == message(DEVICES[0], 7, readings, t0)  # same data
         published = 0
+        throttled = 0.0  # seconds the publisher waited for the pipeline: near 0 means the publisher is the limit
         stop = threading.Event()
         pids = {"ingest": proc.pid, **others, "publisher": os.getpid()}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         start = time.perf_counter()
-        last_info = None
+        last_info: list[mqtt.MQTTMessageInfo | None] = [None] * PUBLISHERS
         while time.perf_counter() - start < seconds and not stop.is_set():
             dev = DEVICES[published % len(DEVICES)]
-            last_info = pub.publish(telemetry_topic("bench", dev), payload(dev, published, readings, t0_ms), qos=1)
+            k = published % PUBLISHERS
+            last_info[k] = pubs[k].publish(telemetry_topic("bench", dev), payload(dev, published, readings, t0_ms),
+                                           qos=1)
             published += 1
-            if published % 2000 == 0:  # keep paho's outgoing queue bounded: wait for the broker to catch up
-                last_info.wait_for_publish(timeout=60)
+            if published % 2000 == 0:  # keep paho's outgoing queues bounded: wait for the broker to catch up
+                for info in last_info:
+                    if info is not None:
+                        info.wait_for_publish(timeout=60)
             if published % (BACKLOG_POINTS // readings // 4) == 0:
                 # Sustained rate, not the drain of a backlog: hold on while more than BACKLOG_POINTS published
                 # readings are not in InfluxDB yet (otherwise the broker queues minutes of data at 100 readings
                 # per message and the figure measures how fast a backlog drains).
                 while published * readings - written[0] > BACKLOG_POINTS and time.perf_counter() - start < seconds:
                     time.sleep(0.05)
-        if last_info is not None:
-            last_info.wait_for_publish(timeout=120)
+                    throttled += 0.05
+        for info in last_info:
+            if info is not None:
+                info.wait_for_publish(timeout=120)
         expected = published * readings
         stored = 0
         deadline = time.perf_counter() + 300
@@ -166,7 +179,9 @@ def pipeline(tmp: Path, mqtt_port: int, influx_port: int, readings: int, seconds
             time.sleep(0.2)
         elapsed = time.perf_counter() - start
         cpu.update({name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()})
-        pub.loop_stop()
+        for client in pubs:
+            client.loop_stop()
+        cpu["publisher_waited_s"] = throttled
         return stored / elapsed, expected, stored
     finally:
         stop_pid(proc.pid, 15)
@@ -197,8 +212,11 @@ def main() -> None:
                 emit("ingest", f"ingest_pipeline_{readings}r", rate, "readings/s", published=expected, stored=stored,
                      seconds=args.seconds, **shape)
                 emit("ingest", f"ingest_ratio_to_ceiling_{readings}r", rate / ceiling, "ratio", target=0.5, **shape)
+                waited = cpu.pop("publisher_waited_s")
                 for name, share in cpu.items():  # where the two cores went during the pipeline run
                     emit("ingest", f"cpu_{name}_{readings}r", share, "cores", **shape)
+                emit("ingest", f"publisher_waited_{readings}r", waited, "s", **shape,
+                     note="time the publisher held back for the pipeline; near 0: the publisher was the limit")
         finally:
             broker.stop()
             influx.stop()

@@ -58,6 +58,9 @@ class _Item:
     dead_letter: DeadLetter | None = None
 
 
+_Received = tuple[str, bytes, int, int]  # topic, payload, mid, qos
+
+
 @dataclass
 class _Batch:
     items: list[_Item] = field(default_factory=list)
@@ -88,7 +91,7 @@ class IngestService:
         buffer_dir = buffer_dir or Path("run") / "ingest-buffer" / site.id
         self.buffer = WriteBuffer(buffer_dir / f"worker-{worker}.sqlite", int(self.settings.buffer_max_mb * 2**20),
                                   self.settings.buffer_full)
-        self.queue: queue.Queue[_Item] = queue.Queue()
+        self.queue: queue.Queue[_Received] = queue.Queue()
         self._held: _Batch | None = None  # a batch the full buffer (block policy) could not take yet
         self._retry_at = 0.0  # monotonic time before which InfluxDB is not tried again
         self._retry_delay = FIRST_RETRY_S
@@ -116,7 +119,9 @@ class IngestService:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             self.metrics.count("received_messages")
-            self.queue.put(self._classify(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+            # Only receive here: validation happens on the writer thread, so paho's thread, which also parses
+            # every MQTT packet, does as little as possible per message.
+            self.queue.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos))
         except Exception:  # a callback must never raise into paho's loop
             log.exception("unexpected error handling a message on %s", msg.topic)
         # Bound memory: hold the network thread briefly. While we do not return, paho reads no further
@@ -154,7 +159,7 @@ class IngestService:
             return batch
         batch = _Batch()
         try:
-            first = self.queue.get(timeout=wait_s) if wait_s > 0 else self.queue.get_nowait()
+            first = self._classify(*(self.queue.get(timeout=wait_s) if wait_s > 0 else self.queue.get_nowait()))
         except queue.Empty:
             return batch
         items = [first]
@@ -162,13 +167,13 @@ class IngestService:
         until = time.monotonic() + self.settings.max_batch_wait_ms / 1000.0
         while n_lines < self.settings.max_batch_points:
             try:
-                item = self.queue.get_nowait()
+                item = self._classify(*self.queue.get_nowait())
             except queue.Empty:
                 left = until - time.monotonic()
                 if left <= 0 or self.stop.is_set():
                     break
                 try:
-                    item = self.queue.get(timeout=left)
+                    item = self._classify(*self.queue.get(timeout=left))
                 except queue.Empty:
                     break
             items.append(item)
