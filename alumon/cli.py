@@ -192,7 +192,7 @@ def ingest(
     worker: Annotated[str, typer.Option(help="stable worker id (its MQTT session and disk buffer)",
                                         rich_help_panel="scale-out")] = "1",
     buffer_dir: Annotated[Path | None, typer.Option(help="disk buffer for InfluxDB outages "
-                                                    "[default: run/ingest-buffer/SITE]")] = None,
+                                                    "(default: run/ingest-buffer/SITE)")] = None,
 ) -> None:
     """Consume telemetry from MQTT and write it to InfluxDB (acknowledged only after the write or the disk
     buffer took it)."""

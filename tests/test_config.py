@@ -96,3 +96,24 @@ def test_unknown_reading_reference(tmp_path: Path) -> None:
     messages = {p.path: p.message for p in info.value.problems}
     assert "no quantity 'no_such_quantity'" in messages["process_units[0].ac_energy"]
     assert "must be a counter" in messages["process_units[0].metal_tapped"]
+
+
+@pytest.mark.parametrize(("influxdb", "ingest", "message"), [
+    ({"api": "v1", "bucket": "b"}, {}, "`bucket` illegal with `api: v1`"),
+    ({"api": "v2", "org": "o", "bucket": "b", "username_env": "X"}, {}, "`username_env` illegal with `api: v2`"),
+    ({"api": "v2", "org": "o"}, {}, "`bucket` required with `api: v2`"),
+    ({}, {"buffer_full": "drop_everything"}, "ingest.buffer_full"),
+    ({}, {"shared_group": "a/b"}, "ingest.shared_group"),
+])
+def test_influx_api_and_ingest_settings_refused(tmp_path: Path, influxdb: dict[str, str], ingest: dict[str, str],
+                                                 message: str) -> None:
+    bad = write_site(tmp_path / "bad.yaml", connections__influxdb=influxdb, ingest=ingest)
+    with pytest.raises(SiteConfigError) as info:
+        load_site(bad)
+    assert message in str(info.value)
+
+
+def test_v2_connection_accepted(tmp_path: Path) -> None:
+    site = load_site(write_site(tmp_path / "ok.yaml", connections__influxdb={
+        "api": "v2", "url": "https://eu-central-1-1.aws.cloud2.influxdata.com", "org": "plant", "bucket": "alumon"}))
+    assert (site.config.connections.influxdb.api, site.config.connections.influxdb.bucket) == ("v2", "alumon")
