@@ -55,6 +55,12 @@ class Alert(BaseModel):
     last_seen: datetime
     resolved_at: datetime | None = None
     summary: str = ""
+    kind: str = "limit"  # or data_quality
+    description_zh: str = ""
+    description_en: str = ""
+    reminder: int = 0  # 0: the state change itself; n: the n-th reminder of a long firing incident
+    suppresses: tuple[str, ...] = ()  # data quality: the limit rules of the unit held while this fires
+    completeness: float | None = None  # data coverage of the value that triggered the change
 
     def to_json(self) -> bytes:
         body = self.model_dump(mode="json")

@@ -207,7 +207,9 @@ def ingest(
 @app.command()
 def analytics(
     site: SiteOption,
-    state_dir: Annotated[Path | None, typer.Option(help="open alert episodes and the email outbox")] = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        help="open alert episodes, queued notices, the email outbox and the audit log "
+             "[default: run/analytics-state/SITE]")] = None,
 ) -> None:
     """Compute KPIs and corrected emissions, compare with the limits, raise alerts."""
     from analytics.service import run_analytics
@@ -298,6 +300,28 @@ def _minute_label(t_ms: int) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(t_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+audit_app = typer.Typer(help="The alert audit log", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    file: Annotated[Path, typer.Argument(help="audit log, e.g. run/analytics-state/SITE/audit.jsonl")],
+) -> None:
+    """Check the hash chain of an audit log: exit 0 when intact, 1 naming every broken line."""
+    from analytics.audit import verify
+
+    if not file.is_file():
+        err.print(f"alumon audit verify: no file {file}")
+        raise typer.Exit(2)
+    lines, problems = verify(file)
+    for problem in problems:
+        err.print(f"{file}: {problem}", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    print(f"{file}: {lines} lines, chain intact")
 
 
 influx_app = typer.Typer(help="InfluxDB set-up", no_args_is_help=True)

@@ -348,10 +348,83 @@ class ScorecardInputs(Strict):
     red_mud_utilised: ReadingPath | None = None  # of which utilised, t
 
 
-class AlertRouting(Strict):
-    engineers: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = []
-    regulators: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = []
-    language: Literal["zh", "en"] = "zh"
+EmailAddress = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]
+Language = Literal["zh", "en"]
+SeverityName = Literal["info", "warning", "critical"]
+AudienceName = Literal["engineers", "regulators", "both"]
+
+
+class Recipient(Strict):
+    address: EmailAddress
+    language: Language | None = None  # None: the site's alerts.language
+    min_severity: SeverityName = "info"  # e.g. a duty phone that only wants critical notices
+
+
+class LimitRef(Strict):
+    """Where a rule's threshold comes from; every kind resolves to a value with its source.
+
+    ``gb21346``: GB 21346-2022 level of ``indicator`` (``{process}`` is the refinery's process);
+    ``ndrc``: the NDRC ``benchmark`` or ``baseline``; ``ultra_low``: the ultra-low limit of ``pollutant``
+    (default: the pollutant the KPI is named after); ``table``: any ``key`` of limits.yaml with its ``table``;
+    ``setting``: a plant's own threshold ``value``, which must name its ``source``."""
+
+    kind: Literal["gb21346", "ndrc", "ultra_low", "table", "setting"]
+    indicator: str | None = None
+    level: Annotated[int, Field(ge=1, le=3)] | None = None
+    product: str = "electrolytic_aluminium"
+    which: Literal["benchmark", "baseline"] | None = None
+    pollutant: str | None = None
+    key: str | None = None
+    table: str | None = None
+    name: str | None = None
+    unit: str | None = None
+    value: float | None = None
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> LimitRef:
+        needs = {"gb21346": ("indicator", "level"), "ndrc": ("which",), "ultra_low": (),
+                 "table": ("key", "table", "name", "unit"), "setting": ("value", "name", "unit", "source")}
+        missing = [k for k in needs[self.kind] if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"a {self.kind} limit needs {', '.join(missing)}")
+        return self
+
+
+class AlertRuleSpec(Strict):
+    """One alert rule. In a site file only ``name`` is required: the entry changes the default rule of that
+    name (alumon/data/alert_rules.yaml) or, with every field given, adds a rule."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
+    enabled: bool = True
+    kind: Literal["limit", "data_quality"] = "limit"
+    inhibits: bool = True  # a firing data-quality rule suspends the limit rules of its process unit
+    kpi: Annotated[str, Field(pattern=r"^[a-z0-9_*]+$")] | None = None  # KPI name; '*' matches any part
+    window: str | None = None  # None: the live rolling window (never the day, month, year rows)
+    limit: LimitRef | None = None
+    reset_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0  # resolves below limit × reset_ratio (hysteresis)
+    severity: SeverityName | None = None
+    audience: AudienceName | None = None
+    pending_s: Annotated[float, Field(ge=0)] | None = None  # None: analytics.alert_pending_s
+    min_firing_s: Annotated[float, Field(ge=0)] = 0.0  # an incident lasts at least this long
+    resolve_after_s: Annotated[float, Field(ge=0)] = 0.0  # the reset condition must hold this long
+    flap_window_s: Annotated[float, Field(ge=0)] = 0.0  # flap damping: within this window ...
+    flap_max_changes: Annotated[int, Field(ge=2)] = 4  # ... this many threshold crossings hold the incident open
+    min_completeness: Annotated[float, Field(ge=0, le=1)] | None = None  # None: analytics.min_completeness
+    description_zh: str | None = None  # ``{pollutant}`` is replaced by the pollutant's name
+    description_en: str | None = None
+
+
+class AlertSettings(Strict):
+    """Who is told what, how notices are grouped and repeated, and the site's changes to the default rules."""
+
+    engineers: list[EmailAddress | Recipient] = []
+    regulators: list[EmailAddress | Recipient] = []
+    language: Language = "zh"  # the default; a recipient may ask for the other one
+    group_interval_s: Annotated[float, Field(ge=0, le=3600)] = 30.0  # notices to one recipient within this: one email
+    repeat_interval_s: Annotated[float, Field(ge=0)] = 4 * 3600.0  # reminder for a long incident; 0: never
+    evidence_hours: Annotated[float, Field(gt=0, le=72)] = 6.0  # history in the chart and CSV of an email
+    rules: list[AlertRuleSpec] = []
 
 
 class SiteInfo(Strict):
@@ -380,7 +453,7 @@ class SiteConfig(Strict):
     process_units: list[ProcessUnit] = []
     limits_overrides: list[LimitOverride] = []
     analytics: AnalyticsSettings = AnalyticsSettings()
-    alerts: AlertRouting = AlertRouting()
+    alerts: AlertSettings = AlertSettings()
     edge: EdgeSettings = EdgeSettings()
     ingest: IngestSettings = IngestSettings()
     scorecard: ScorecardInputs = ScorecardInputs()

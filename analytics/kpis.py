@@ -10,6 +10,7 @@ from alumon.config import AluminaRefinery, CemsStack, ExcessAirCorrection, O2Cor
 from alumon.schema import FieldValue
 from analytics import cems
 from analytics.cems import HOUR_MS, MINUTE_MS, VALID_FLAGS, Corrected
+from analytics.data_quality import DataQuality
 from analytics.emissions import (
     emission_rate_kg_h,
     excess_air_correct,
@@ -44,6 +45,7 @@ class KpiEngine:
         # least two hours so the period ledgers can rebuild the last hour when late data arrives.
         self.retention_ms = max(2 * self.window_ms, 2 * HOUR_MS if has_stacks else 0, 2 * HOUR_MS)
         self.periods = PeriodKpis(site, limits, self.info, recompute_ms=self.retention_ms // 2)
+        self.quality = DataQuality(site, self.info)
 
     def needed_readings(self) -> set[str]:
         paths: set[str] = self.periods.needed_readings()
@@ -73,6 +75,7 @@ class KpiEngine:
                 else:
                     rows += self._stack(store, unit, end_ms)
             self.periods.update(store, end_ms)
+            rows += self.quality.rows(store, end_ms)
         return rows + self.periods.rows(end_ms)
 
     def _potline(self, store: SeriesStore, unit: Potline, end_ms: int) -> list[KpiRow]:

@@ -1,8 +1,11 @@
-"""Alert sinks: a retained MQTT message per alert, a point in InfluxDB ``alerts``, and email.
+"""Alert sinks: a retained MQTT message per active alert (cleared on resolve), a point in InfluxDB ``alerts``
+(Grafana annotations), and email, each change recorded in the audit log.
 
-Every email goes to a durable outbox (one file per message, analytics/state.py) before the first attempt and
-leaves it only once the SMTP server accepted it, so an SMTP outage, even across a restart, delays a notice
-instead of losing it; the stable Message-ID makes a resend recognisable.
+Email path, every step durable before the next: the notice for each addressee is queued on disk
+(``NoticeQueue``); once the oldest queued notice for that addressee is ``group_interval_s`` old, all of them
+become one email in the outbox; the outbox keeps it until the SMTP server accepted it, and the acceptance is
+written to the audit log. An SMTP outage, even across a restart, delays a notice instead of losing it, and a
+message the audit log already records as sent is not sent again.
 """
 
 from __future__ import annotations
@@ -10,17 +13,21 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from alumon.alert import Alert
+from alumon.alert import Alert, AlertState
 from alumon.config import SiteConfig, SmtpConnection, SmtpSecurity, secret
-from alumon.influx import InfluxClient, InfluxError
+from alumon.influx import InfluxError, LineWriter
 from alumon.telemetry import alert_topic
-from analytics.email import recipients, render
-from analytics.state import Outbox
+from analytics.audit import AuditLog
+from analytics.email import Addressee, Notice, addressees, render, template_version
+from analytics.evidence import EvidenceLog
+from analytics.state import NoticeQueue, Outbox
 
 log = logging.getLogger("alumon.analytics.notify")
 
@@ -41,43 +48,90 @@ def send_email(conn: SmtpConnection, msg: EmailMessage) -> None:
         smtp.send_message(msg)
 
 
+def alert_key(alert: Alert) -> str:
+    """The alert's place under ``alumon/v1/{site}/alerts/``: one retained message per rule, unit and KPI."""
+    return f"{alert.rule}/{alert.unit_process}/{alert.kpi}"
+
+
 @dataclass
 class Notifier:
     config: SiteConfig
     mqtt_client: mqtt.Client
-    influx: InfluxClient
+    influx: LineWriter
     outbox: Outbox
+    notices: NoticeQueue
+    audit: AuditLog
+    evidence: EvidenceLog
     emails_sent: int = 0
     _pending_lines: list[str] = field(default_factory=list)
 
-    def topic(self, alert: Alert) -> str:
-        return alert_topic(self.config.site.id, f"{alert.rule}.{alert.unit_process}")
+    @classmethod
+    def in_dir(cls, config: SiteConfig, client: mqtt.Client, influx: LineWriter, state_dir: Path,
+               evidence: EvidenceLog | None = None) -> Notifier:
+        return cls(config, client, influx, Outbox(state_dir / "outbox"), NoticeQueue(state_dir / "notices"),
+                   AuditLog(state_dir / "audit.jsonl"), evidence or EvidenceLog(config.alerts.evidence_hours))
 
-    def dispatch(self, alert: Alert) -> None:
-        log.warning("alert %s %s: %s", alert.id, alert.state.value, alert.summary)
-        # Retained: a dashboard or gateway connecting later sees the current state; the resolved state stays
-        # retained too, so a late subscriber learns the episode ended.
-        self.mqtt_client.publish(self.topic(alert), alert.to_json(), qos=1, retain=True)
-        self._pending_lines.append(alert.to_line())
-        to = recipients(self.config.alerts, alert.audience)
-        if to:
-            self.outbox.put(render(alert, self.config, to))
+    def topic(self, alert: Alert) -> str:
+        return alert_topic(self.config.site.id, alert_key(alert))
+
+    def dispatch(self, alert: Alert, rules_version: int = 0) -> None:
+        log.warning("alert %s %s%s: %s", alert.id, alert.state.value,
+                    f" (reminder {alert.reminder})" if alert.reminder else "", alert.summary)
+        self.audit.append("state", incident=alert.id, rule=alert.rule, unit_process=alert.unit_process,
+                          kpi=alert.kpi, state=alert.state.value, reminder=alert.reminder,
+                          at=alert.last_seen.isoformat(), value=alert.value, limit=alert.limit,
+                          limit_source=alert.limit_source, rules_version=rules_version)
+        topic = self.topic(alert)
+        if alert.state is AlertState.RESOLVED:
+            # The resolution as an event, then an empty retained message: what stays retained is exactly the
+            # set of active alerts, so a dashboard connecting later sees no stale ones.
+            self.mqtt_client.publish(topic, alert.to_json(), qos=1)
+            self.mqtt_client.publish(topic, b"", qos=1, retain=True)
+        else:
+            self.mqtt_client.publish(topic, alert.to_json(), qos=1, retain=True)
+        if not alert.reminder:
+            self._pending_lines.append(alert.to_line())
+        evidence = self.evidence.csv(alert)
+        now_ms = int(time.time() * 1000)
+        for to in addressees(self.config.alerts, alert):
+            self.notices.put(to.address, f"{alert.id}.{alert.state.value}.{alert.reminder}", {
+                "queued_ms": now_ms, "alert": alert.model_dump(mode="json"), "evidence_csv": evidence,
+                "to": {"address": to.address, "language": to.language, "regulator": to.regulator}})
         self.flush()
 
     def flush(self) -> None:
-        """Deliver what is queued; keep what fails for the next call."""
+        """Deliver what is due; keep what fails for the next call."""
         if self._pending_lines:
             try:
                 self.influx.write_lines(self._pending_lines)
                 self._pending_lines.clear()
             except InfluxError as exc:
                 log.warning("alerts not written to InfluxDB yet: %s", exc)
+        self._compose()
+        self._send()
+
+    def _compose(self) -> None:
+        group_ms = int(self.config.alerts.group_interval_s * 1000)
+        for group in self.notices.due(int(time.time() * 1000), group_ms):
+            to = Addressee(**group[0][1]["to"])
+            notices = [Notice(Alert.model_validate(body["alert"]), body["evidence_csv"]) for _, body in group]
+            self.outbox.put(render(notices, self.config, to))
+            self.notices.done([path for path, _ in group])
+
+    def _send(self) -> None:
         for path, msg in self.outbox.pending():
+            message_id = str(msg["Message-ID"])
+            if message_id in self.audit.sent:  # accepted before a crash that left the file behind
+                self.outbox.done(path)
+                continue
             try:
                 send_email(self.config.connections.smtp, msg)
             except (OSError, smtplib.SMTPException) as exc:
-                log.warning("email %s not sent yet (%s); will retry", msg["Message-ID"], type(exc).__name__)
+                log.warning("email %s not sent yet (%s); will retry", message_id, type(exc).__name__)
                 return
+            self.audit.append("notification", message_id=message_id, to=str(msg["To"]),
+                              incidents=str(msg["X-Alumon-Incident"]), subject=str(msg["Subject"]),
+                              template_version=template_version())
             self.outbox.done(path)
             self.emails_sent += 1
-            log.info("email %s sent to %s", msg["Message-ID"], msg["To"])
+            log.info("email %s sent to %s", message_id, msg["To"])

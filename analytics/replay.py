@@ -23,12 +23,12 @@ import orjson
 
 from alumon.config import Site
 from alumon.telemetry import format_ts
+from analytics.alert_engine import RuleEngine
 from analytics.compliance import MonthlyCompliance
 from analytics.kpi_row import KpiRow
 from analytics.kpis import KpiEngine
 from analytics.limits import Limits
 from analytics.replay_input import ReadingBatch, ReplayInputError, csv_batches
-from analytics.rules import RuleEngine
 from analytics.series import SeriesStore
 
 Progress = Callable[[int, int], None]  # (rows read since the last call, last reading time in ms)
@@ -65,7 +65,7 @@ def replay(site: Site, batches: Callable[[list[str]], Iterable[ReadingBatch]],
     store = SeriesStore(engine.needed_readings())
     paths = sorted(store.wanted)
     settings = site.config.analytics
-    rules = RuleEngine(site.id, limits, settings.alert_pending_s, settings.min_completeness)
+    rules = RuleEngine.for_site(site.config, limits, reminders=False)  # reminders are for mailboxes
     monthly = MonthlyCompliance(limits)
     every_ms = int(settings.evaluate_every_s * 1000)
     next_eval: int | None = None

@@ -111,6 +111,12 @@ class Series:
         good = self._g[i:j]
         return self._t[i:j][good], self._v[i:j][good], self._s[i:j][good]
 
+    def last_good_ms(self, end_ms: int) -> int | None:
+        """Time of the newest good sample before ``end_ms`` (exclusive, as windows are)."""
+        j = self._lo + int(np.searchsorted(self._t[self._lo:self._hi], end_ms))
+        good = np.flatnonzero(self._g[self._lo:j])
+        return int(self._t[self._lo + good[-1]]) if len(good) else None
+
     def trim(self, before_ms: int) -> None:
         self._lo += int(np.searchsorted(self._t[self._lo:self._hi], before_ms))
 

@@ -15,14 +15,15 @@ from alumon.config import Site
 from alumon.influx import InfluxClient, InfluxError
 from alumon.mqtt import connect, make_client
 from alumon.telemetry import TelemetryError, decode, telemetry_subscription
+from analytics.alert_engine import RuleEngine
 from analytics.compliance import MonthlyCompliance, month_of, month_start_ms
+from analytics.evidence import EvidenceLog
 from analytics.kpi_row import KpiRow
 from analytics.kpis import KpiEngine
 from analytics.limits import Limits
 from analytics.notify import Notifier
-from analytics.rules import RuleEngine
 from analytics.series import SeriesStore
-from analytics.state import EpisodeFile, Outbox
+from analytics.state import EpisodeFile
 
 log = logging.getLogger("alumon.analytics")
 LEDGER_SAVE_EVERY_MS = 60_000
@@ -32,17 +33,16 @@ class AnalyticsService:
     def __init__(self, site: Site, stop: threading.Event, state_dir: Path):
         self.site = site
         self.stop = stop
-        settings = site.config.analytics
         self.limits = Limits.for_site(site.config)
         self.engine = KpiEngine(site, self.limits)
         self.store = SeriesStore(self.engine.needed_readings())
-        self.rules = RuleEngine(site.id, self.limits, settings.alert_pending_s, settings.min_completeness,
-                                state=EpisodeFile(state_dir / "episodes.json"))
+        self.rules = RuleEngine.for_site(site.config, self.limits, EpisodeFile(state_dir / "episodes.json"))
         self.influx = InfluxClient.from_config(site.config.connections.influxdb)
         self.client = make_client(site.config.connections.mqtt, client_id=f"alumon-analytics-{site.id}")
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.notifier = Notifier(site.config, self.client, self.influx, Outbox(state_dir / "outbox"))
+        self.evidence = EvidenceLog(site.config.alerts.evidence_hours)
+        self.notifier = Notifier.in_dir(site.config, self.client, self.influx, state_dir, self.evidence)
         self.monthly = MonthlyCompliance(self.limits)
         self.ledger_file = state_dir / "ledgers.json"
         self._ledger_saved_ms = 0
@@ -82,8 +82,9 @@ class AnalyticsService:
             self._unwritten = self._unwritten[-100_000:]
         historical = not self._live.is_set()  # only replayed data since the last tick: update KPIs, no alerts
         self._live.clear()
+        self.evidence.add(rows)
         for alert in self.rules.evaluate(rows, historical=historical):
-            self.notifier.dispatch(alert)
+            self.notifier.dispatch(alert, self.rules.ruleset.version)
         self.notifier.flush()
         self.store.trim(end_ms - self.engine.retention_ms)
         if end_ms - self._ledger_saved_ms >= LEDGER_SAVE_EVERY_MS:

@@ -30,25 +30,28 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 class EpisodeFile:
-    """Open alert episodes keyed by 'rule|unit_process'."""
+    """Open alert episodes keyed by 'rule|unit_process|kpi' (JSON, rewritten atomically on every change)."""
 
     def __init__(self, path: Path):
         self.path = path
 
-    def load(self) -> dict[tuple[str, str], dict[str, Any]]:
+    def load(self) -> dict[tuple[str, str, str], dict[str, Any]]:
         if not self.path.exists():
             return {}
         raw: dict[str, dict[str, Any]] = json.loads(self.path.read_text(encoding="utf-8"))
         out = {}
         for key, ep in raw.items():
-            rule, unit = key.split("|", 1)
-            ep["pending_since"] = datetime.fromisoformat(ep["pending_since"])
-            out[(rule, unit)] = ep
+            parts = key.split("|")
+            if len(parts) == 2:  # written before episodes were per KPI: keep the open incident
+                parts.append(str(ep.pop("kpi", "")))
+                ep["pending_since_ms"] = int(datetime.fromisoformat(ep.pop("pending_since")).timestamp() * 1000)
+                ep.pop("first_value", None)
+            rule, unit, kpi = parts
+            out[(rule, unit, kpi)] = ep
         return out
 
-    def save(self, episodes: dict[tuple[str, str], dict[str, Any]]) -> None:
-        body = {f"{rule}|{unit}": {**ep, "pending_since": ep["pending_since"].isoformat()}
-                for (rule, unit), ep in episodes.items()}
+    def save(self, episodes: dict[tuple[str, str, str], dict[str, Any]]) -> None:
+        body = {"|".join(key): ep for key, ep in episodes.items()}
         atomic_write(self.path, json.dumps(body, indent=1, sort_keys=True).encode("utf-8"))
 
 
@@ -80,3 +83,32 @@ class Outbox:
 
     def done(self, path: Path) -> None:
         path.unlink(missing_ok=True)
+
+
+class NoticeQueue:
+    """Alert notices waiting to be grouped into one email per addressee: one JSON file each, written before
+    anything else happens to the notice, removed once the email carrying it is in the outbox."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def put(self, address: str, name: str, body: dict[str, Any]) -> None:
+        path = self.directory / address.replace("/", "_") / f"{name}.json"
+        if not path.exists():  # the same notice queued twice is still one notice
+            atomic_write(path, json.dumps(body, ensure_ascii=False).encode("utf-8"))
+
+    def due(self, now_ms: int, group_ms: int) -> list[list[tuple[Path, dict[str, Any]]]]:
+        """Per addressee, every queued notice once the oldest has waited ``group_ms``; oldest first."""
+        groups = []
+        for box in sorted(p for p in self.directory.iterdir() if p.is_dir()):
+            notices = [(p, json.loads(p.read_text(encoding="utf-8"))) for p in box.glob("*.json")]
+            notices.sort(key=lambda n: (n[1]["queued_ms"], n[0].name))
+            if notices and now_ms - notices[0][1]["queued_ms"] >= group_ms:
+                groups.append(notices)
+        return groups
+
+    @staticmethod
+    def done(paths: list[Path]) -> None:
+        for p in paths:
+            p.unlink(missing_ok=True)

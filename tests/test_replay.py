@@ -29,8 +29,14 @@ T0 = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
 
 
 def site(tmp: Path) -> Site:
-    return load_site(write_site(tmp / "site.yaml", analytics={
-        "kpi_window_s": 60, "evaluate_every_s": 5, "min_completeness": 0.75, "alert_pending_s": 10}))
+    path = write_site(tmp / "site.yaml", analytics={
+        "kpi_window_s": 60, "evaluate_every_s": 5, "min_completeness": 0.75, "alert_pending_s": 10})
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for dev in data["devices"]:
+        if dev["id"] == "cems-calciner":
+            dev["poll_interval_s"] = 10.0  # as write_cems_csv's data: the source is not stale between samples
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return load_site(path)
 
 
 def write_csv(path: Path, seconds: int, kwh_per_s: float = 480.0, t_per_s: float = 0.0369) -> Path:
@@ -176,11 +182,11 @@ def test_valid_hourly_means_exceedance_and_compliance(tmp_path: Path) -> None:
     minutes_ = [r for r in recs if r.get("kpi") == "so2_minute" and r["unit_process"] == "calciner-stack"]
     assert len(minutes_) == 120  # every completed minute exactly once
     assert [r["flag"] for r in minutes_[60:80]] == ["C"] * 20 and minutes_[80]["flag"] == "N"
-    alerts = [r for r in recs if r.get("rule") == "so2_hourly_above_ultra_low"]
+    alerts = [r for r in recs if r.get("rule") == "emission_hourly_above_ultra_low"]
     assert [(a["state"], a["time"]) for a in alerts] == [("firing", "2026-11-24T00:00:00.000Z")]
     # Early warning: 15 valid minutes into hour 0 its running mean (35.686) is already over 35; it clears once
     # 15 valid minutes of hour 1 (after the 20-minute calibration) average 20.392.
-    warnings = [(r["state"], r["time"]) for r in recs if r.get("rule") == "so2_hour_heading_over"
+    warnings = [(r["state"], r["time"]) for r in recs if r.get("rule") == "emission_hour_heading_over"
                 and r["unit_process"] == "calciner-stack"]
     assert warnings == [("firing", "2026-11-24T00:15:00.000Z"), ("resolved", "2026-11-24T01:35:00.000Z")]
     (month,) = [r for r in recs if r.get("kpi") == "so2_monthly_compliance" and r["unit_process"] == "calciner-stack"]
@@ -318,3 +324,29 @@ def test_replay_from_influxdb_equals_replay_from_csv(tmp_path: Path, influxd: Se
     assert f"replayed {len(lines)} readings" in result.stderr
     from_influx = [json.loads(x) for x in out.read_text().splitlines()]
     assert from_influx == from_csv and len(from_csv) > 1000
+
+
+def test_a_stale_scale_raises_one_data_quality_alert_and_no_energy_alert(tmp_path: Path) -> None:
+    """Potline 1 at 12 737 kWh/t (below every limit); the crucible scale goes quiet from 50 s to 110 s. With
+    the metal counter frozen the window's kWh/t climbs past the benchmark and level 3, which without
+    inhibition would raise both; instead one source_stale alert fires, holds them, and resolves."""
+    path = tmp_path / "stale.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["time", "device", "quantity", "value", "quality"])
+        energy, metal = 1_000_000.0, 37.0
+        for s in range(200):
+            ts = (T0 + timedelta(seconds=s)).isoformat().replace("+00:00", "Z")
+            w.writerow([ts, "pl1-ac-meter", "forward_active_kwh", f"{energy:.1f}", "good"])
+            if not 50 <= s < 110:
+                w.writerow([ts, "pl1-scale", "metal_tapped_t", f"{metal:.4f}", "good"])
+            energy += 470.0
+            metal += 0.0369
+    recs = records(site(tmp_path), path)
+    values = [float(str(r["value"])) for r in recs
+              if r.get("kpi") == "al_liquid_ac" and float(str(r["completeness"])) >= 0.75]
+    assert max(values) > 13350  # the frozen counter does push the KPI over level 3
+    alerts = [(r["rule"], r["state"], r["time"]) for r in recs if "incident" in r and r["unit_process"] == "potline-1"]
+    # Last reading at 49 s: the 55 s evaluation counts 6 missed polls (> 5); back at 110 s, clear at 115 s.
+    assert alerts == [("source_stale", "firing", "2026-11-24T00:00:55.000Z"),
+                      ("source_stale", "resolved", "2026-11-24T00:01:55.000Z")]
