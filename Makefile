@@ -4,9 +4,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client victoria-metrics mbpoll socat openssl
+APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client victoria-metrics mbpoll socat openssl systemd
 SCENARIO ?= energy-drift
-DURATION ?= 120
+DURATION ?= 150
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps venv demo test lint lock clean
@@ -15,7 +15,7 @@ setup: system-deps venv
 
 # Debian packages: the real broker, database and Modbus/serial tools the demo and the tests run against.
 system-deps:
-	@missing=""; for b in mosquitto mosquitto_sub influxd influx victoria-metrics mbpoll socat openssl; do \
+	@missing=""; for b in mosquitto mosquitto_sub influxd influx victoria-metrics mbpoll socat openssl systemd-analyze; do \
 	  command -v $$b >/dev/null || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages (missing:$$missing)"; \

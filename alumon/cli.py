@@ -14,6 +14,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from alumon.cli_broker import broker_app
+from alumon.cli_grafana import grafana_app
 from alumon.config import Site, SiteConfigError, load_site
 
 app = typer.Typer(help="alumon: energy and emissions monitor for aluminium plants", no_args_is_help=True,
@@ -23,6 +25,8 @@ stack_app = typer.Typer(help="Local mosquitto + influxd + SMTP sink for demos an
                         no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
+app.add_typer(grafana_app, name="grafana")
+app.add_typer(broker_app, name="broker")
 
 err = Console(stderr=True, soft_wrap=True)
 SiteOption = Annotated[Path, typer.Option("--site", help="site YAML file", exists=True, dir_okay=False)]
@@ -386,7 +390,7 @@ def stack_down_cmd(run_dir: Annotated[Path, typer.Option()] = Path("run/stack"))
 def demo(
     site: SiteOption,
     scenario: Annotated[str, typer.Option(help="normal | energy-drift | emission-exceedance")] = "energy-drift",
-    duration: Annotated[float, typer.Option(help="seconds to run")] = 120.0,
+    duration: Annotated[float, typer.Option(help="seconds to run")] = 150.0,
     summary: Annotated[Path | None, typer.Option(help="write the JSON summary here")] = None,
     run_dir: Annotated[Path, typer.Option(help="run directory (configs, data, logs, mail)")] = Path("run/demo"),
 ) -> None:

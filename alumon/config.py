@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from enum import StrEnum
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -669,6 +670,20 @@ def _check_references(cfg: SiteConfig, base: Path) -> tuple[dict[str, DeviceProf
     return profiles, problems
 
 
+def _check_alert_rules(cfg: SiteConfig) -> list[Problem]:
+    """A site rule either names a default rule (alumon/data/alert_rules.yaml) or gives every field itself."""
+    text = resources.files("alumon").joinpath("data/alert_rules.yaml").read_text(encoding="utf-8")
+    defaults = {r["name"] for r in yaml.safe_load(text)["rules"]}
+    problems = []
+    for i, rule in enumerate(cfg.alerts.rules):
+        missing = [k for k in ("kpi", "limit", "severity", "audience", "description_zh", "description_en")
+                   if getattr(rule, k) is None]
+        if rule.name not in defaults and missing:
+            problems.append(Problem(f"alerts.rules[{i}].name", f"{rule.name!r} is not a default rule "
+                                    f"({', '.join(sorted(defaults))}), so it needs {', '.join(missing)}"))
+    return problems
+
+
 def _check_secrets(cfg: SiteConfig, environ: dict[str, str]) -> list[Problem]:
     problems: list[Problem] = []
     for conn_name in ("mqtt", "influxdb", "smtp"):
@@ -710,6 +725,7 @@ def load_site(path: Path, environ: dict[str, str] | None = None, check_secrets: 
         raise SiteConfigError(path, problems) from exc
 
     profiles, problems = _check_references(cfg, path.parent)
+    problems += _check_alert_rules(cfg)
     if check_secrets:
         problems += _check_secrets(cfg, env)
     if problems:

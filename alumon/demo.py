@@ -118,8 +118,34 @@ def read_emails(maildir: Path) -> list[dict[str, Any]]:
             "path": str(maildir / "new" / key) if (maildir / "new" / key).exists() else str(maildir / "cur" / key),
             "subject": str(make_header(decode_header(msg.get("Subject", "")))),
             "to": msg.get("To", ""),
+            # Keys hold no spaces; a long header comes back folded over several lines.
+            "notices": [n for n in "".join(str(msg.get("X-Alumon-Notices", "")).split()).split(",") if n],
         })
     return emails
+
+
+def notices_per_incident(emails: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]:
+    """incident -> recipient -> how many emails carried its firing and its resolution notice."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for e in emails:
+        for key in e["notices"]:
+            incident, state, reminder = key.rsplit(".", 2)
+            if reminder != "0":
+                continue  # reminders of a long incident are expected repeats
+            counts = out.setdefault(incident, {}).setdefault(e["to"], {"firing": 0, "resolved": 0})
+            counts[state] = counts.get(state, 0) + 1
+    return out
+
+
+def notice_problems(per_incident: dict[str, dict[str, dict[str, int]]]) -> list[str]:
+    """Each incident: one firing and at most one resolution email per recipient (none while still active)."""
+    problems = []
+    for incident, by_to in per_incident.items():
+        for to, counts in by_to.items():
+            if counts["firing"] != 1 or counts["resolved"] > 1:
+                problems.append(f"incident {incident}: {counts['firing']} firing and {counts['resolved']} "
+                                f"resolution emails to {to} (expected one each)")
+    return problems
 
 
 def _rows(series: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -164,7 +190,8 @@ def collect(influx: InfluxClient, site_id: str, observer: Observer, maildir: Pat
         "alerts": [{k: r.get(k) for k in ("time", "incident", "state", "value", "limit", "limit_source", "text")}
                    for r in alert_rows],
         "alerts_on_mqtt": list(observer.alerts),
-        "emails": read_emails(maildir),
+        "emails": (emails := read_emails(maildir)),
+        "notices": notices_per_incident(emails),
     }
 
 
@@ -249,13 +276,15 @@ def run_demo(site_path: Path, scenario: str, duration: float, run_dir: Path,
                     console.print(f"(InfluxDB not answering yet: {exc})")
             time.sleep(0.5)
 
-        # Stop the edge first (it drains its spool), then let ingest and analytics finish their work.
+        # Analytics first (it sends what it has queued; stopping it after the edge would report every source
+        # stale), then the edge (it drains its spool), then ingest once everything is stored.
+        stop_pid(procs["analytics"].pid, 15)
         stop_pid(procs["edge"].pid, 15)
         _wait_until_stored(influx, site.id, observer, timeout_s=20)
-        time.sleep(2 * site.config.analytics.evaluate_every_s)
-        for name in ("analytics", "ingest", "sim"):
+        for name in ("ingest", "sim"):
             stop_pid(procs[name].pid, 15)
         summary = collect(influx, site.id, observer, stack.maildir)
+        problems += notice_problems(summary["notices"])
     except Exception as exc:
         problems.append(str(exc))
         console.print(f"demo failed: {exc}")
@@ -313,6 +342,9 @@ def _print_final(console: Console, summary: dict[str, Any], summary_path: Path |
         console.print(f"  alert {a['incident']} {a['state']}: {a['text']}", highlight=False)
     for e in summary.get("emails", []):
         console.print(f"  email to {e['to']}: {e['subject']}\n        {e['path']}", highlight=False)
+    for incident, by_to in summary.get("notices", {}).items():
+        counts = ", ".join(f"{to} {c['firing']}+{c['resolved']}" for to, c in by_to.items())
+        console.print(f"  incident {incident}: firing+resolution emails {counts}", highlight=False)
     for p in summary.get("problems", []):
         console.print(f"  problem: {p}")
     if summary_path:

@@ -138,7 +138,6 @@ def _spawn(name: str, argv: list[str], run_dir: Path) -> tuple[subprocess.Popen[
 
 
 def start_mosquitto(run_dir: Path, port: int | None = None, extra_conf: str = "") -> Server:
-    binary = require_binary("mosquitto")
     port = port or free_port()
     base = run_dir / "mosquitto"
     (base / "data").mkdir(parents=True, exist_ok=True)
@@ -168,6 +167,14 @@ def start_mosquitto(run_dir: Path, port: int | None = None, extra_conf: str = ""
             ]
         )
     )
+    return run_mosquitto(conf, port, base)
+
+
+def run_mosquitto(conf: Path, port: int, base: Path) -> Server:
+    """Start mosquitto with a config file written elsewhere (e.g. by ``alumon broker config``); its stdout log
+    goes to ``base``."""
+    binary = require_binary("mosquitto")
+    base.mkdir(parents=True, exist_ok=True)
     proc, log = _spawn("mosquitto", [binary, "-c", str(conf)], base)
     wait_for_port(port, 10.0, proc)
     return Server("mosquitto", proc.pid, port, str(base), str(log))

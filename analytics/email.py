@@ -125,9 +125,14 @@ def _subject(notices: list[Notice], config: SiteConfig, lang: str) -> str:
             f"{relation} {a.limit_name} {a.limit:g}")
 
 
+def notice_key(alert: Alert) -> str:
+    """``incident.state.reminder``: names one notice (the queue file, the email headers, the demo's check)."""
+    return f"{alert.id}.{alert.state.value}.{alert.reminder}"
+
+
 def message_id(notices: list[Notice], to: Addressee) -> str:
     """Stable for the same notices to the same person: a resend after a crash is recognisably the same mail."""
-    key = "|".join(sorted(f"{n.alert.id}.{n.alert.state.value}.{n.alert.reminder}" for n in notices))
+    key = "|".join(sorted(notice_key(n.alert) for n in notices))
     digest = hashlib.sha256(f"{key}|{to.address}".encode()).hexdigest()[:20]
     first = notices[0].alert
     return f"<{first.id}.{first.state.value}.{digest}@alumon>"
@@ -155,6 +160,7 @@ def render(notices: list[Notice], config: SiteConfig, to: Addressee) -> EmailMes
     msg["Date"] = formatdate(usegmt=True)
     msg["Message-ID"] = message_id(notices, to)
     msg["X-Alumon-Incident"] = ", ".join(dict.fromkeys(n.alert.id for n in notices))
+    msg["X-Alumon-Notices"] = ", ".join(notice_key(n.alert) for n in notices)
     msg["X-Alumon-Template"] = template_version()
     msg.set_content(env.get_template(f"alert.{lang}.txt.j2").render(context))
     msg.add_alternative(env.get_template(f"alert.{lang}.html.j2").render(context), subtype="html")

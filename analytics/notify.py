@@ -25,7 +25,7 @@ from alumon.config import SiteConfig, SmtpConnection, SmtpSecurity, secret
 from alumon.influx import InfluxError, LineWriter
 from alumon.telemetry import alert_topic
 from analytics.audit import AuditLog
-from analytics.email import Addressee, Notice, addressees, render, template_version
+from analytics.email import Addressee, Notice, addressees, notice_key, render, template_version
 from analytics.evidence import EvidenceLog
 from analytics.state import NoticeQueue, Outbox
 
@@ -94,7 +94,7 @@ class Notifier:
         evidence = self.evidence.csv(alert)
         now_ms = int(time.time() * 1000)
         for to in addressees(self.config.alerts, alert):
-            self.notices.put(to.address, f"{alert.id}.{alert.state.value}.{alert.reminder}", {
+            self.notices.put(to.address, notice_key(alert), {
                 "queued_ms": now_ms, "alert": alert.model_dump(mode="json"), "evidence_csv": evidence,
                 "to": {"address": to.address, "language": to.language, "regulator": to.regulator}})
         self.flush()
@@ -110,8 +110,14 @@ class Notifier:
         self._compose()
         self._send()
 
-    def _compose(self) -> None:
-        group_ms = int(self.config.alerts.group_interval_s * 1000)
+    def close(self) -> None:
+        """At shutdown: whatever is queued goes out now rather than waiting out its group interval."""
+        self._compose(group_ms=0)
+        self._send()
+
+    def _compose(self, group_ms: int | None = None) -> None:
+        if group_ms is None:
+            group_ms = int(self.config.alerts.group_interval_s * 1000)
         for group in self.notices.due(int(time.time() * 1000), group_ms):
             to = Addressee(**group[0][1]["to"])
             notices = [Notice(Alert.model_validate(body["alert"]), body["evidence_csv"]) for _, body in group]

@@ -50,6 +50,7 @@ class AnalyticsService:
         self.refused = 0
         self.kpis_written = 0
         self._unwritten: list[str] = []
+        self._told_unjudged: set[tuple[str, str]] = set()  # rules without a limit for a KPI, logged once
         self._live = threading.Event()  # set once a non-historical message arrived since the last tick
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason_code: Any, _p: Any) -> None:
@@ -85,6 +86,9 @@ class AnalyticsService:
         self.evidence.add(rows)
         for alert in self.rules.evaluate(rows, historical=historical):
             self.notifier.dispatch(alert, self.rules.ruleset.version)
+        for key in self.rules.unjudged.keys() - self._told_unjudged:
+            log.warning("rule %s cannot judge %s: %s", *key, self.rules.unjudged[key])
+            self._told_unjudged.add(key)
         self.notifier.flush()
         self.store.trim(end_ms - self.engine.retention_ms)
         if end_ms - self._ledger_saved_ms >= LEDGER_SAVE_EVERY_MS:
@@ -133,6 +137,7 @@ class AnalyticsService:
             while not self.stop.wait(every - time.time() % every):
                 self.tick(int(time.time() * 1000))
         finally:
+            self.notifier.close()
             self.client.disconnect()
             self.client.loop_stop()
             self.engine.periods.save(self.ledger_file)

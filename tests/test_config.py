@@ -117,3 +117,17 @@ def test_v2_connection_accepted(tmp_path: Path) -> None:
     site = load_site(write_site(tmp_path / "ok.yaml", connections__influxdb={
         "api": "v2", "url": "https://eu-central-1-1.aws.cloud2.influxdata.com", "org": "plant", "bucket": "alumon"}))
     assert (site.config.connections.influxdb.api, site.config.connections.influxdb.bucket) == ("v2", "alumon")
+
+
+def test_alert_rule_changes_are_checked(tmp_path: Path) -> None:
+    path = write_site(tmp_path / "site.yaml", alerts={"rules": [
+        {"name": "energy_above_level3", "pending_s": 300},  # a change to a default rule: fine
+        {"name": "energy_above_levl3", "pending_s": 300}]})  # a typo: neither a default nor a complete rule
+    with pytest.raises(SiteConfigError) as info:
+        load_site(path)
+    assert "alerts.rules[1].name: 'energy_above_levl3' is not a default rule" in str(info.value)
+    path = write_site(tmp_path / "site2.yaml", alerts={"rules": [
+        {"name": "own", "limit": {"kind": "setting", "value": 5, "name": "n", "unit": "u"}}]})
+    with pytest.raises(SiteConfigError) as info:
+        load_site(path)
+    assert "alerts.rules[0].limit: a setting limit needs source" in str(info.value)

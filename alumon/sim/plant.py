@@ -29,9 +29,13 @@ SCENARIOS = ("normal", "energy-drift", "emission-exceedance")
 # with room for the counters' rounding in short demo windows so `normal` never brushes the benchmark. Cell
 # voltage is derived per potline (cells and CE differ), since kWh/t does not depend on the current.
 NORMAL_AC_KWH_PER_T = 12_900.0
-DRIFT_START_S = 20.0
-DRIFT_RAMP_S = 45.0
-DRIFT_CELL_V_RISE = 0.30  # volts per cell at the end of the ramp
+# energy-drift: potline 1's cells drift up from 15 s (ramp 15 s), hold, and are put right from 40 s (ramp 5 s),
+# so a two-minute demo sees incidents open and close: one firing and one resolution notice each.
+DRIFT_START_S = 15.0
+DRIFT_RAMP_S = 15.0
+DRIFT_END_S = 40.0
+DRIFT_RECOVERY_S = 5.0
+DRIFT_CELL_V_RISE = 0.60  # volts per cell at the end of the ramp (an anode-effect-like excursion)
 DRIFT_CE_DROP = 0.02  # current efficiency lost at the end of the ramp
 
 REFINERY_T_PER_H = 228.0
@@ -42,7 +46,8 @@ REFINERY_PER_TONNE = {  # per tonne of alumina
     "coal_t": 0.06,
 }
 POTROOM_AUX_KWH_PER_T = 300.0
-EXCEEDANCE_START_S = 20.0
+EXCEEDANCE_START_S = 20.0  # emission-exceedance: the calciner's SO2 scrubber fails at 20 s ...
+EXCEEDANCE_END_S = 70.0  # ... and is back at 70 s
 # Daily-drift checks of each analyser (HJ 75): 5 minutes of span gas once an hour, the first one 30 minutes
 # (potroom) or 40 minutes (calciner) after the simulator starts, so short demos never fall into one.
 CALIBRATION_FIRST_S = {"potroom_gas_treatment": 1800.0, "alumina_calciner": 2400.0}
@@ -114,10 +119,11 @@ class PlantModel:
             self.values[(ref.device, ref.quantity)] = self.values.get((ref.device, ref.quantity), 0.0) + delta
 
     def _drift(self, elapsed: float) -> float:
-        """0 before the drift, rising linearly to 1 at the end of the ramp."""
+        """0 before the drift, rising linearly to 1 at the end of the ramp, back to 0 after the recovery."""
         if self.scenario != "energy-drift":
             return 0.0
-        return min(1.0, max(0.0, (elapsed - DRIFT_START_S) / DRIFT_RAMP_S))
+        rise = min(1.0, max(0.0, (elapsed - DRIFT_START_S) / DRIFT_RAMP_S))
+        return rise * min(1.0, max(0.0, 1.0 - (elapsed - DRIFT_END_S) / DRIFT_RECOVERY_S))
 
     # -- the model -------------------------------------------------------------------------------------------
 
@@ -196,7 +202,7 @@ class PlantModel:
     def _stack(self, unit: CemsStack, elapsed: float) -> None:
         potroom = unit.source_type.value == "potroom_gas_treatment"
         exceed = (self.scenario == "emission-exceedance" and not potroom
-                  and elapsed >= EXCEEDANCE_START_S)
+                  and EXCEEDANCE_START_S <= elapsed < EXCEEDANCE_END_S)
         so2 = (50.0 if exceed else 20.0) + self._noise(0.8)
         base = {
             "so2": so2,
