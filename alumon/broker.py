@@ -18,7 +18,8 @@ edge/publisher.py), so a credential per device could not be used by anything tha
   file, and its own ``edge/status`` (also its last will, which mosquitto silently drops unless the account may
   write it) and ``edge/metrics``. Nothing else: not another site, not a device missing from the file, no alerts.
 * ``ingest-{site}``: reads the site's telemetry; writes its dead letters and ``ingest-{worker}/metrics``.
-* ``analytics-{site}``: reads the site's telemetry; the only account that may write ``alerts/#``.
+* ``analytics-{site}``: reads the site's telemetry and every service's metrics (it stores them for the health
+  dashboard); the only account that may write ``alerts/#``.
 
 and one ``monitor`` account reads everything under ``alumon/v1/#`` and ``$SYS/#`` (operators, health checks).
 """
@@ -41,6 +42,7 @@ from alumon.telemetry import (
     TOPIC_ROOT,
     alert_topic,
     deadletter_topic,
+    metrics_subscription,
     metrics_topic,
     status_topic,
     telemetry_subscription,
@@ -122,7 +124,7 @@ def site_accounts(cfg: SiteConfig, ingest_workers: Iterable[str] = ("1",)) -> li
     telemetry = ("read", telemetry_subscription(site))
     ingest = [telemetry, ("write", deadletter_topic(site))]
     ingest += [("write", metrics_topic(site, f"ingest-{w}")) for w in ingest_workers]
-    analytics = [telemetry, ("write", alert_topic(site, "#"))]
+    analytics = [telemetry, ("read", metrics_subscription(site)), ("write", alert_topic(site, "#"))]
     return [
         Account(f"edge-{site}", "edge", site, tuple(edge), *names),
         Account(f"ingest-{site}", "ingest", site, tuple(ingest), *names),

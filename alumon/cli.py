@@ -30,6 +30,9 @@ app.add_typer(broker_app, name="broker")
 
 err = Console(stderr=True, soft_wrap=True)
 SiteOption = Annotated[Path, typer.Option("--site", help="site YAML file", exists=True, dir_okay=False)]
+SitesOption = Annotated[list[Path], typer.Option(
+    "--site", help="site YAML file; repeat it to serve several sites from one process", exists=True,
+    dir_okay=False)]
 
 
 def setup_logging(service: str, level: str = "INFO") -> None:
@@ -50,10 +53,17 @@ def load_or_exit(path: Path) -> Site:
         raise typer.Exit(2) from exc
 
 
-def run_until_signalled(service: str, site_path: Path, body: Callable[[Site, threading.Event], None]) -> None:
-    """Load the site, then run a service until SIGTERM/SIGINT sets the stop event."""
+def run_until_signalled(service: str, site_path: Path | list[Path],
+                        body: Callable[[Site, threading.Event], None]) -> None:
+    """Load the site(s), then run a service until SIGTERM/SIGINT sets the stop event. Several sites: one
+    instance each in its own thread (scale-out by site); if one fails the others stop and the process exits 1,
+    so its supervisor restarts them together."""
     setup_logging(service)
-    site = load_or_exit(site_path)
+    sites = [load_or_exit(p) for p in (site_path if isinstance(site_path, list) else [site_path])]
+    ids = [s.id for s in sites]
+    if len(set(ids)) != len(ids):
+        err.print(f"alumon {service}: the same site twice ({', '.join(ids)})")
+        raise typer.Exit(2)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -62,7 +72,27 @@ def run_until_signalled(service: str, site_path: Path, body: Callable[[Site, thr
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    body(site, stop)
+    if len(sites) == 1:
+        body(sites[0], stop)
+        return
+    failed: list[str] = []
+
+    def run_one(site: Site) -> None:
+        try:
+            body(site, stop)
+        except BaseException:
+            logging.getLogger(service).exception("site %s failed: stopping every site of this process", site.id)
+            failed.append(site.id)
+            stop.set()
+
+    threads = [threading.Thread(target=run_one, args=(s,), name=f"{service}-{s.id}") for s in sites]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(timeout=0.5)  # with a timeout: the main thread stays free to run the signal handler
+    if failed:
+        raise typer.Exit(1)
 
 
 @config_app.command("check")
@@ -192,11 +222,12 @@ def edge_probe(
 
 @app.command()
 def ingest(
-    site: SiteOption,
+    site: SitesOption,
     worker: Annotated[str, typer.Option(help="stable worker id (its MQTT session and disk buffer)",
                                         rich_help_panel="scale-out")] = "1",
     buffer_dir: Annotated[Path | None, typer.Option(help="disk buffer for InfluxDB outages "
-                                                    "(default: run/ingest-buffer/SITE)")] = None,
+                                                    "(default: run/ingest-buffer/SITE; with several sites, "
+                                                    "DIR/SITE)")] = None,
 ) -> None:
     """Consume telemetry from MQTT and write it to InfluxDB (acknowledged only after the write or the disk
     buffer took it)."""
@@ -205,20 +236,26 @@ def ingest(
     if not re.fullmatch(r"[A-Za-z0-9_-]+", worker):
         err.print(f"alumon ingest: --worker {worker!r}: letters, digits, _ and - only")
         raise typer.Exit(2)
-    run_until_signalled("ingest", site, lambda s, stop: run_ingest(s, stop, worker, buffer_dir))
+    def one(s: Site, stop: threading.Event) -> None:
+        run_ingest(s, stop, worker, buffer_dir / s.id if buffer_dir is not None and len(site) > 1 else buffer_dir)
+
+    run_until_signalled("ingest", site, one)
 
 
 @app.command()
 def analytics(
-    site: SiteOption,
+    site: SitesOption,
     state_dir: Annotated[Path | None, typer.Option(
         help="open alert episodes, queued notices, the email outbox and the audit log "
-             "[default: run/analytics-state/SITE]")] = None,
+             "(default: run/analytics-state/SITE; with several sites, DIR/SITE)")] = None,
 ) -> None:
     """Compute KPIs and corrected emissions, compare with the limits, raise alerts."""
     from analytics.service import run_analytics
 
-    run_until_signalled("analytics", site, lambda s, stop: run_analytics(s, stop, state_dir))
+    def one(s: Site, stop: threading.Event) -> None:
+        run_analytics(s, stop, state_dir / s.id if state_dir is not None and len(site) > 1 else state_dir)
+
+    run_until_signalled("analytics", site, one)
 
 
 def parse_utc(text: str) -> int:

@@ -93,6 +93,7 @@ class SmtpConnection(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 25
     security: SmtpSecurity = SmtpSecurity.NONE
+    ca_file: Path | None = None  # the CA that signed the server's certificate; else the system trust store
     sender: str
     username_env: EnvName | None = None
     password_env: EnvName | None = None

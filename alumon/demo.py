@@ -169,6 +169,10 @@ def collect(influx: InfluxClient, site_id: str, observer: Observer, maildir: Pat
         f"SELECT count(value) FROM {schema.KPI} WHERE site='{site_id}' GROUP BY unit_process, kpi, window"))}
     for r in kpi_rows:
         r["evaluations"] = counts.get((r["unit_process"], r["kpi"], r["window"]), 0)
+    pipeline = {r["agent"]: {"metrics_points": int(r["count"])} for r in _rows(influx.query(
+        f"SELECT count(spool_depth) FROM {schema.PIPELINE} WHERE site='{site_id}' AND agent='edge' GROUP BY agent"))}
+    pipeline |= {r["agent"]: {"metrics_points": int(r["count"])} for r in _rows(influx.query(
+        f"SELECT count(lag_s) FROM {schema.PIPELINE} WHERE site='{site_id}' AND agent=~/^ingest-/ GROUP BY agent"))}
     alert_rows = _rows(influx.query(
         f"SELECT incident, state, value, \"limit\", limit_source, text FROM {schema.ALERTS} WHERE site='{site_id}'"))
     with observer.lock:
@@ -190,6 +194,7 @@ def collect(influx: InfluxClient, site_id: str, observer: Observer, maildir: Pat
         "alerts": [{k: r.get(k) for k in ("time", "incident", "state", "value", "limit", "limit_source", "text")}
                    for r in alert_rows],
         "alerts_on_mqtt": list(observer.alerts),
+        "pipeline": pipeline,
         "emails": (emails := read_emails(maildir)),
         "notices": notices_per_incident(emails),
     }

@@ -22,6 +22,10 @@ message or the same KPI evaluation overwrites instead of double-counting):
     tags   site, rule, unit_process, severity
     fields incident (string), state (string), value (float), limit (float), limit_source (string),
            text (string), start_ms (int), end_ms (int, 0 while open)
+``pipeline``    the services' self-metrics (analytics/pipeline.py), one point per metrics message and agent
+    tags   site, agent (``edge``, ``ingest-1`` ...), device (edge per-device figures only)
+    fields every number of the message (nested objects flattened with ``_``: spool_depth, mqtt_acked ...),
+           state (string, per device)
 ``dead_letter`` one point per refused payload
     tags   site, reason
     fields topic (string), detail (string), payload_b64 (string, truncated), size (int)
@@ -36,6 +40,7 @@ TELEMETRY = "telemetry"
 KPI = "kpi"
 ALERTS = "alerts"
 DEAD_LETTER = "dead_letter"
+PIPELINE = "pipeline"
 
 FieldValue = float | int | bool | str
 

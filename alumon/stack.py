@@ -267,11 +267,13 @@ def start_victoria_metrics(run_dir: Path, port: int | None = None) -> Server:
     return _answering("victoria-metrics", proc, log, port, "/health", 200)
 
 
-def start_smtp_sink(run_dir: Path, port: int | None = None) -> Server:
+def start_smtp_sink(run_dir: Path, port: int | None = None, extra_args: tuple[str, ...] = ()) -> Server:
+    """``extra_args``: TLS and AUTH options of ``alumon.smtp_sink`` (its password comes from the environment)."""
     port = port or free_port()
     base = run_dir / "smtp"
     base.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "alumon.smtp_sink", "--port", str(port), "--maildir", str(base / "maildir")]
+    argv = [sys.executable, "-m", "alumon.smtp_sink", "--port", str(port), "--maildir", str(base / "maildir"),
+            *extra_args]
     proc, log = _spawn("smtp", argv, base)
     wait_for_port(port, 15.0, proc)
     return Server("smtp", proc.pid, port, str(base), str(log))

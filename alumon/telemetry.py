@@ -116,6 +116,11 @@ def telemetry_subscription(site: str) -> str:
     return f"{TOPIC_ROOT}/{site}/+/telemetry"
 
 
+def metrics_subscription(site: str) -> str:
+    """Every service's self-metrics of a site (analytics stores them for the health dashboard)."""
+    return f"{TOPIC_ROOT}/{site}/+/metrics"
+
+
 def parse_utc_ms(text: str) -> int:
     """ISO 8601 with an offset (``Z`` or ``+08:00``) to epoch milliseconds; a time without one is refused."""
     ts = datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -33,7 +33,7 @@ log = logging.getLogger("alumon.analytics.notify")
 
 
 def send_email(conn: SmtpConnection, msg: EmailMessage) -> None:
-    ctx = ssl.create_default_context()
+    ctx = ssl.create_default_context(cafile=str(conn.ca_file) if conn.ca_file else None)
     smtp: smtplib.SMTP
     if conn.security is SmtpSecurity.SSL:
         smtp = smtplib.SMTP_SSL(conn.host, conn.port, timeout=conn.timeout_s, context=ctx)

@@ -14,7 +14,7 @@ from alumon import schema
 from alumon.config import Site
 from alumon.influx import InfluxClient, InfluxError
 from alumon.mqtt import connect, make_client
-from alumon.telemetry import TelemetryError, decode, telemetry_subscription
+from alumon.telemetry import TelemetryError, decode, metrics_subscription, telemetry_subscription
 from analytics.alert_engine import RuleEngine
 from analytics.compliance import MonthlyCompliance, month_of, month_start_ms
 from analytics.evidence import EvidenceLog
@@ -22,6 +22,7 @@ from analytics.kpi_row import KpiRow
 from analytics.kpis import KpiEngine
 from analytics.limits import Limits
 from analytics.notify import Notifier
+from analytics.pipeline import metrics_lines
 from analytics.series import SeriesStore
 from analytics.state import EpisodeFile
 
@@ -50,14 +51,21 @@ class AnalyticsService:
         self.refused = 0
         self.kpis_written = 0
         self._unwritten: list[str] = []
+        self._pipeline_lines: list[str] = []  # the services' metrics, written with the next tick's KPIs
+        self._pipeline_lock = threading.Lock()
         self._told_unjudged: set[tuple[str, str]] = set()  # rules without a limit for a KPI, logged once
         self._live = threading.Event()  # set once a non-historical message arrived since the last tick
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason_code: Any, _p: Any) -> None:
         if not reason_code.is_failure:
-            client.subscribe(telemetry_subscription(self.site.id), qos=1)
+            client.subscribe([(telemetry_subscription(self.site.id), 1), (metrics_subscription(self.site.id), 0)])
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/metrics"):  # pipeline health, stored for the health dashboard
+            lines = metrics_lines(self.site.id, msg.topic, bytes(msg.payload), int(time.time() * 1000))
+            with self._pipeline_lock:
+                self._pipeline_lines += lines
+            return
         try:
             tm = decode(bytes(msg.payload), msg.topic)
         except TelemetryError:
@@ -74,6 +82,9 @@ class AnalyticsService:
         rows = self.engine.evaluate(self.store, end_ms)
         rows += self._month_to_date(rows)
         self._unwritten += [r.to_line(self.site.id) for r in rows]
+        with self._pipeline_lock:
+            self._unwritten += self._pipeline_lines
+            self._pipeline_lines = []
         try:
             self.influx.write_lines(self._unwritten)
             self.kpis_written += len(self._unwritten)
@@ -141,8 +152,8 @@ class AnalyticsService:
             self.client.disconnect()
             self.client.loop_stop()
             self.engine.periods.save(self.ledger_file)
-            log.info("stopped: messages %d, refused %d, KPI points written %d, emails sent %d", self.messages,
-                     self.refused, self.kpis_written, self.notifier.emails_sent)
+            log.info("stopped: messages %d, refused %d, points written (KPIs, pipeline metrics) %d, emails sent %d",
+                     self.messages, self.refused, self.kpis_written, self.notifier.emails_sent)
 
 
 def run_analytics(site: Site, stop: threading.Event, state_dir: Path | None = None) -> None:

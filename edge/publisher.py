@@ -44,11 +44,13 @@ class Publisher:
         self.max_per_s = max_per_s
         self.published = 0
         self.acked = 0
+        self.refused = 0  # PUBACKs with a failure reason (ACL): kept in the spool
         self.connects = 0
         # (paho message info, spool id), oldest first. PUBACKs are read from the info objects by the pump
         # thread, never inside paho's callback: paho holds its own locks there, and mids wrap around.
         self._inflight: list[tuple[mqtt.MQTTMessageInfo, int]] = []
         self._last_sent_id = 0
+        self._refused_mids: set[int] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -71,7 +73,8 @@ class Publisher:
     def counters(self) -> dict[str, int]:
         with self._lock:
             inflight = len(self._inflight)
-        return {"published": self.published, "acked": self.acked, "inflight": inflight, "connects": self.connects}
+        return {"published": self.published, "acked": self.acked, "refused": self.refused, "inflight": inflight,
+                "connects": self.connects}
 
     def start(self) -> None:
         connect(self.client, self._conn, persistent=True)
@@ -98,16 +101,28 @@ class Publisher:
         if not self._stop.is_set():
             log.warning("disconnected from broker: %s (spool depth %d)", reason_code, self.spool.depth())
 
-    def _on_publish(self, _c: mqtt.Client, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason_code: Any, _p: Any) -> None:
+        if getattr(reason_code, "is_failure", False):  # e.g. "Not authorized": the broker's ACL refused it
+            with self._lock:
+                self._refused_mids.add(mid)
         self._wake.set()
 
     def _collect_acks(self) -> None:
         with self._lock:
-            acked = [sid for info, sid in self._inflight if info.is_published()]
+            done = [(info, sid) for info, sid in self._inflight if info.is_published()]
             self._inflight = [(info, sid) for info, sid in self._inflight if not info.is_published()]
-        for sid in acked:
+            refused = [(info, sid) for info, sid in done if info.mid in self._refused_mids]
+            self._refused_mids -= {info.mid for info, _ in refused}
+        for info, sid in done:
+            if (info, sid) in refused:
+                # Not delivered: it stays in the spool (and in its depth) and goes out again when the agent
+                # restarts, after the broker's ACL or the device list has been put right.
+                self.refused += 1
+                log.error("broker refused spooled message %d (not authorized for its topic?): kept in the spool",
+                          sid)
+                continue
             self.spool.remove(sid)  # the broker has it: only now may it leave the spool
-        self.acked += len(acked)
+            self.acked += 1
 
     def notify(self) -> None:
         """A new message is in the spool."""

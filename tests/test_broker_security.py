@@ -497,3 +497,34 @@ def test_secrets_never_reach_logs_topics_or_files(deployment: Deployment, influx
         data = path.read_bytes()
         for value in secrets:
             assert value.encode() not in data, f"a secret is in {path}"
+
+
+def test_edge_keeps_what_the_broker_refuses_in_its_spool(deployment: Deployment, monitor: Peer, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device added to the gateway before the broker's ACL: its messages are refused (MQTT 5 PUBACK "not
+    authorized"), and the edge keeps them in its spool instead of dropping them as delivered."""
+    from edge.publisher import Publisher
+    from edge.spool import Spool
+
+    monkeypatch.setenv("TEST_EDGE_USER", "edge-gx-demo")
+    monkeypatch.setenv("TEST_EDGE_PASSWORD", deployment.password("edge-gx-demo"))
+    conn = MqttConnection(host="127.0.0.1", port=deployment.port, tls=True, ca_file=deployment.ca,
+                          username_env="TEST_EDGE_USER", password_env="TEST_EDGE_PASSWORD")
+    spool = Spool(tmp_path / "spool.sqlite")
+    allowed = "alumon/v1/gx-demo/pl1-scale/telemetry"
+    refused = "alumon/v1/gx-demo/new-meter/telemetry"  # not in the broker's configuration yet
+    now_ms = int(time.time() * 1000)  # recent: the payloads go out as they are (old ones are marked historical)
+    spool.append("new-meter", now_ms, lambda seq: (refused, b"refused-new-meter"))
+    spool.append("pl1-scale", now_ms, lambda seq: (allowed, b"allowed-pl1-scale"))
+    publisher = Publisher("gx-demo", conn, spool)
+    publisher.start()
+    try:
+        assert monitor.wait_for(allowed, b"allowed-pl1-scale", timeout_s=15)
+        deadline = time.monotonic() + 10
+        while publisher.refused < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        publisher.stop()
+    assert monitor.received(b"refused-new-meter") == []
+    assert (publisher.refused, publisher.acked) == (1, 1)
+    assert [m.topic for m in spool.after(0, 10)] == [refused]  # still there, to go out once the ACL is fixed

@@ -53,6 +53,9 @@ def test_every_device_reaches_influxdb_exactly_once(drift: dict[str, Any]) -> No
         assert counts["readings_in_influxdb"] == counts["readings_published"], dev
     assert drift["readings_lost"] == 0
     assert drift["problems"] == []
+    # The services' self-metrics reached InfluxDB through analytics (the health dashboard's pipeline panels).
+    assert set(drift["pipeline"]) == {"edge", "ingest-1"} and all(
+        p["metrics_points"] >= 5 for p in drift["pipeline"].values()), drift["pipeline"]
 
 
 def _trace_at(trace: list[dict[str, Any]], device: str, quantity: str, t: float) -> float:

@@ -28,7 +28,7 @@ from alumon.cli import app
 from alumon.config import Site, load_site
 from alumon.dashboards import build, queries
 from alumon.dashboards.dataquery import DATASOURCE_TYPE, DATASOURCE_UID, InfluxQuery, dashboard_from_json
-from alumon.dashboards.frames import panel_data
+from alumon.dashboards.frames import PanelData, Series, panel_data
 from alumon.influx import InfluxClient
 from alumon.stack import Server
 from analytics.limits import Limits
@@ -57,6 +57,7 @@ def demo(influxd: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     end_ms = int(time.time()) // 60 * 60_000
     data = grafana_data.load(client, site, end_ms)
     assert data.telemetry_points > 100_000 and data.kpi_points > 10_000 and data.alert_points > 0
+    assert data.pipeline_points > 1000
     # Grafana's default view: the last 6 hours up to now.
     yield Demo(site, client, end_ms - 6 * 3_600_000, int(time.time() * 1000))
     client.close()
@@ -177,6 +178,34 @@ def test_panel_data_as_grafana_shapes_it(demo: Demo) -> None:
     (newest,) = demo.client.query("SELECT last(value) FROM kpi WHERE kpi = 'al_liquid_ac' AND "
                                   "unit_process = 'potline-1' AND \"window\" = 'rolling_60s'")
     assert series.name == "potline-1" and series.last() == newest["values"][0][1]
+
+
+def test_health_charts_the_staged_edge_and_ingest_events(demo: Demo) -> None:
+    board = build.to_json(build.build(demo.site)["health"])
+    variables = queries.resolve_variables(board, demo.client.query, demo.start_ms, demo.end_ms)
+
+    def data(title: str) -> PanelData:
+        panel = next(p for p in board["panels"] if p["title"] == title)
+        return panel_data(panel, variables, demo.start_ms, demo.end_ms, demo.client.query)
+
+    def peak(series: Series) -> float:
+        return max(v for v in series.values if v is not None)
+
+    # Three minutes of one meter waited in the edge's spool, then went out: the depth rose and drained.
+    spool = {s.name: s for s in data("缓存深度 Edge spool depth").series}
+    assert peak(spool["缓存 spooled"]) >= 36 and (spool["缓存 spooled"].last() or 0) <= 2
+    assert peak(spool["丢弃 dropped (full)"]) == 0
+    # Potline 2's scale went silent: failed polls until its breaker opened, then probes only.
+    failures = {s.name: s for s in data("采集失败 Poll failures").series}
+    assert (failures["pl2-scale"].last() or 0) > 0
+    assert not [name for name, s in failures.items() if name != "pl2-scale" and any(s.values)]
+    states = {r["device"]: r["state"] for r in data("采集器状态 Poller state per device").records}
+    assert states.pop("pl2-scale") == "open" and set(states.values()) == {"ok"}
+    # A slow InfluxDB: ingest's lag and disk buffer rose, then the buffer drained.
+    lag = {s.name: s for s in data("入库延迟 Ingest lag").series}
+    assert peak(lag["ingest-1 max"]) > 100 and (lag["ingest-1 lag"].last() or 99) < 1
+    buffer = {s.name: s for s in data("磁盘缓冲 Ingest disk buffer").series}
+    assert peak(buffer["ingest-1"]) > 0 and buffer["ingest-1"].last() == 0
 
 
 def test_preview_renders_non_trivial_pngs(demo: Demo, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import pytest
 
 from alumon.alert import Alert, AlertState, Audience, Severity
 from alumon.config import load_site
@@ -26,7 +27,7 @@ from analytics.audit import verify
 from analytics.evidence import EvidenceLog
 from analytics.kpi_row import KpiRow
 from analytics.notify import Notifier
-from tests.conftest import maildir_messages, mqtt_client, write_site
+from tests.conftest import REPO, maildir_messages, mqtt_client, write_site
 
 START = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 REGULATOR = "monitoring@hbj.gx.example"
@@ -245,3 +246,42 @@ def test_audit_log_cuts_a_torn_last_line_and_says_so(tmp_path: Path) -> None:
     events = [json.loads(line)["event"] for line in path.read_text().splitlines()]
     assert events == ["state", "torn_tail_removed", "state"]
     assert verify(path) == (3, [])
+
+
+def make_certs(out: Path) -> Path:
+    """A private CA and a server certificate for 127.0.0.1, by the deploy script a plant would use."""
+    subprocess.run(["bash", str(REPO / "deploy" / "tls" / "make-certs.sh"), "-o", str(out), "127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return out
+
+
+def test_smtp_starttls_and_ssl_with_credentials_from_the_environment(
+        tmp_path: Path, mosquitto: Server, influx_db: InfluxClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    pki = make_certs(tmp_path / "pki")
+    monkeypatch.setenv("TEST_SMTP_USER", "alumon")
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", "s3cret-relay")
+    monkeypatch.setenv("TEST_SINK_PASSWORD", "s3cret-relay")
+    pub = mqtt_client(mosquitto.port)
+    try:
+        for security in ("starttls", "ssl"):
+            sink = start_smtp_sink(tmp_path / security, extra_args=(
+                "--tls", security, "--cert", str(pki / "server.crt"), "--key", str(pki / "server.key"),
+                "--user", "alumon", "--password-env", "TEST_SINK_PASSWORD"))
+            try:
+                site = load_site(write_site(tmp_path / f"{security}.yaml", connections__smtp={
+                    "host": "127.0.0.1", "port": sink.port, "security": security, "ca_file": str(pki / "ca.crt"),
+                    "sender": "alumon@gx-demo.example", "username_env": "TEST_SMTP_USER",
+                    "password_env": "TEST_SMTP_PASSWORD"}, alerts={"regulators": [REGULATOR], "group_interval_s": 0}))
+                notifier = Notifier.in_dir(site.config, pub, influx_db, tmp_path / f"state-{security}")
+                monkeypatch.setenv("TEST_SMTP_PASSWORD", "wrong")
+                notifier.dispatch(alert(AlertState.FIRING))
+                assert notifier.emails_sent == 0 and maildir_messages(sink) == []  # refused: kept in the outbox
+                monkeypatch.setenv("TEST_SMTP_PASSWORD", "s3cret-relay")
+                notifier.flush()
+                assert notifier.emails_sent == 1, security
+                (mail,) = maildir_messages(sink)
+                assert mail["To"] == REGULATOR
+            finally:
+                sink.stop()
+    finally:
+        pub.loop_stop()

@@ -59,9 +59,10 @@ def test_model_normal_kwh_per_t(site: Site) -> None:
 
 def test_model_energy_drift(site: Site) -> None:
     model = PlantModel(site, "energy-drift")
-    assert abs(kwh_per_t(model, 1000.0, 1015.0) - 12_900) < 100  # before the drift starts (20 s)
-    drifted = kwh_per_t(model, 1100.0, 1200.0)  # well after the 45 s ramp
-    assert 13_350 < drifted < 14_600
+    assert abs(kwh_per_t(model, 1000.0, 1014.0) - 12_900) < 100  # before the drift starts (15 s)
+    drifted = kwh_per_t(model, 1030.0, 1040.0)  # the drift at its height, 30 to 40 s
+    assert 15_000 < drifted < 15_800
+    assert abs(kwh_per_t(model, 1050.0, 1100.0) - 12_900) < 100  # put right by 45 s
 
 
 def test_model_counters_never_decrease(site: Site) -> None:

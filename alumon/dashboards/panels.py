@@ -26,6 +26,7 @@ VOLT = "volt"
 SHARE = "percentunit"  # 0..1 shown as %
 PERCENT = "percent"  # 0..100
 PER_SECOND = "suffix: /s"
+PER_MINUTE = "suffix: /min"
 
 Panel = timeseries.Panel | stat.Panel | bargauge.Panel | table.Panel | text.Panel
 NEUTRAL = Bands("blue", (), "")  # without bands Grafana would colour values from 80 up red

@@ -143,6 +143,46 @@ def dead_letters_recent() -> str:
             'GROUP BY "reason" ORDER BY time DESC LIMIT 50')
 
 
+# --- the services' self-metrics (measurement pipeline, analytics/pipeline.py) ----------------------------------
+
+EDGE_AGENT = '"agent" = \'edge\''
+INGEST_WORKERS = '"agent" =~ /^ingest-/'
+_SCOPES = {"edge": ((EDGE_AGENT,), ""), "device": ((EDGE_AGENT, DEVICE), ', "device"'),
+           "ingest": ((INGEST_WORKERS,), ', "agent"')}
+
+
+def gauge(field: str, aggregate: str = "max", name: str | None = None) -> str:
+    """A figure that is a level (spool depth, lag, cycle time), ``aggregate`` per interval, as column ``name``."""
+    return f'{aggregate}("{field}") AS "{name or field}"'
+
+
+def counter_rate(field: str, per: str = "1m", name: str | None = None) -> str:
+    """A cumulative counter (polls_failed ...) as a rate per ``per``; a step backwards (the service restarted and
+    counts from 0 again) is dropped rather than drawn as a negative rate."""
+    return f'non_negative_derivative(max("{field}"), {per}) AS "{name or field}"'
+
+
+def counter_steps(field: str, name: str | None = None) -> str:
+    """A cumulative counter as its increase per interval (a restart's step backwards dropped)."""
+    return f'non_negative_difference(max("{field}")) AS "{name or field}"'
+
+
+def pipeline(scope: str, *columns: str) -> str:
+    """Self-metrics per interval, one series per ``scope``: ``edge`` the edge agent (spool, MQTT), ``device`` each
+    device of ``$device`` (the edge's poll figures), ``ingest`` each ingest worker (agent ``ingest-<worker>``).
+    ``columns`` are ``gauge``, ``counter_rate`` or ``counter_steps`` selections (one kind per query)."""
+    conds, group = _SCOPES[scope]
+    return (f'SELECT {", ".join(columns)} FROM "{schema.PIPELINE}" WHERE {" AND ".join((SITE, *conds))} '
+            f"AND $timeFilter GROUP BY time($__interval){group} fill(none)")
+
+
+def edge_device_state() -> str:
+    """Each device's newest poller state (ok, failing, breaker open) with its counters since the agent started."""
+    return (f'SELECT last("state") AS "state", "polls_ok", "polls_failed", "polls_skipped", "missed_cycles", '
+            f'"line_reconnects" FROM "{schema.PIPELINE}" WHERE {SITE} AND {EDGE_AGENT} AND {DEVICE} AND $timeFilter '
+            'GROUP BY "device"')
+
+
 def tag_values(measurement: str, key: str, where: str = "") -> str:
     """A template variable's options (SHOW TAG VALUES reads the index, not the points)."""
     cond = f" WHERE {where}" if where else ""
