@@ -9,7 +9,7 @@ SCENARIO ?= energy-drift
 DURATION ?= 150
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps venv demo test lint lock clean
+.PHONY: setup system-deps venv demo test faults lint lock clean
 
 setup: system-deps venv
 
@@ -37,6 +37,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fault-injection suite alone, printing one JSON line per scenario (LONG=1: 60 s outages instead of 10 s).
+faults: setup
+	$(BIN)/python -m pytest tests/faults -s $(if $(LONG),--long)
 
 lint: venv
 	$(BIN)/ruff check .

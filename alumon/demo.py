@@ -212,7 +212,9 @@ def _print_live(console: Console, elapsed: float, duration: float, snap: dict[st
         console.print(f"           KPIs: {kpis}", highlight=False)
 
 
-def _start(service: str, site_file: Path, run_dir: Path, scenario: str) -> subprocess.Popen[bytes]:
+def start_service(service: str, site_file: Path, run_dir: Path, scenario: str,
+                  extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """One service as a user starts it (``python -m alumon SERVICE --site ...``), its output in run_dir/logs."""
     argv = [sys.executable, "-m", "alumon", service, "--site", str(site_file)]
     if service == "sim":
         argv += ["--scenario", scenario, "--trace", str(run_dir / "sim-trace.jsonl")]
@@ -222,6 +224,7 @@ def _start(service: str, site_file: Path, run_dir: Path, scenario: str) -> subpr
         argv += ["--state-dir", str(run_dir / "analytics-state")]
     if service == "ingest":
         argv += ["--buffer-dir", str(run_dir / "ingest-buffer")]
+    argv += list(extra)
     logf = (run_dir / "logs" / f"{service}.log").open("ab")
     return subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
@@ -262,7 +265,7 @@ def run_demo(site_path: Path, scenario: str, duration: float, run_dir: Path,
 
         broker_log = Path(stack.mosquitto.run_dir) / "mosquitto.log"
         for service in SERVICES_IN_START_ORDER:
-            procs[service] = _start(service, site_file, run_dir, scenario)
+            procs[service] = start_service(service, site_file, run_dir, scenario)
             if service == "analytics":  # consumers must be subscribed before the edge publishes
                 wait_for_clients(broker_log, [f"alumon-ingest-{site.id}-1", f"alumon-analytics-{site.id}",
                                               f"alumon-demo-observer-{site.id}"])

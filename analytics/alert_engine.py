@@ -55,6 +55,8 @@ class RuleEngine:
         self.repeat_ms = int(repeat_s * 1000)
         self._rules_of_kpi: dict[str, list[Rule]] = {}
         self.state = state  # open episodes survive a restart: no second firing for the same incident
+        self.autocommit = True
+        self._dirty = False
         self.episodes: dict[EpisodeKey, Episode] = {}
         if state is not None:
             self.episodes = {k: Episode(**v) for k, v in state.load().items()}
@@ -69,8 +71,18 @@ class RuleEngine:
                    state, config.alerts.repeat_interval_s if reminders else 0.0)
 
     def _save(self) -> None:
-        if self.state is not None:
+        self._dirty = True
+        if self.autocommit:
+            self.commit()
+
+    def commit(self) -> None:
+        """Write the episodes. With ``autocommit`` off (the live service) this comes after the changes were
+        handed to the notifier, whose queue is durable: a crash in between re-derives the same changes (same
+        incident ids) on restart, and the notifier's keys make the second hand-over a no-op. Saving first
+        would let a crash lose a firing or resolution notice for good."""
+        if self._dirty and self.state is not None:
             self.state.save({k: vars(v) for k, v in self.episodes.items()})
+        self._dirty = False
 
     def rules_for(self, kpi: str) -> list[Rule]:
         if kpi not in self._rules_of_kpi:

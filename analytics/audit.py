@@ -18,6 +18,11 @@ from typing import Any
 GENESIS = "0" * 64
 
 
+def _change_key(record: dict[str, Any]) -> str:
+    """``incident.state.reminder``, as analytics.email.notice_key names a notice."""
+    return f"{record.get('incident')}.{record.get('state')}.{record.get('reminder', 0)}"
+
+
 def _digest(record: dict[str, Any]) -> str:
     body = json.dumps({k: v for k, v in record.items() if k != "hash"}, sort_keys=True, ensure_ascii=False,
                       separators=(",", ":"))
@@ -30,6 +35,7 @@ class AuditLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.prev, self.seq = GENESIS, 0
         self.sent: set[str] = set()  # Message-IDs already accepted by SMTP
+        self.changes: set[str] = set()  # notice keys (incident.state.reminder) of the state changes recorded
         torn = self._load()
         if torn:
             self.append("torn_tail_removed", bytes=len(torn), sha256=hashlib.sha256(torn).hexdigest())
@@ -44,6 +50,8 @@ class AuditLog:
             self.prev, self.seq = record["hash"], record["seq"]
             if record["event"] == "notification":
                 self.sent.add(record["message_id"])
+            elif record["event"] == "state":
+                self.changes.add(_change_key(record))
         if end < len(data):  # a crash mid-write left half a line: keep the chain verifiable
             with self.path.open("r+b") as fh:
                 fh.truncate(end)
@@ -64,6 +72,8 @@ class AuditLog:
         self.prev, self.seq = record["hash"], record["seq"]
         if event == "notification":
             self.sent.add(fields["message_id"])
+        elif event == "state":
+            self.changes.add(_change_key(fields))
         return str(record["hash"])
 
 

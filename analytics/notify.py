@@ -75,12 +75,11 @@ class Notifier:
         return alert_topic(self.config.site.id, alert_key(alert))
 
     def dispatch(self, alert: Alert, rules_version: int = 0) -> None:
+        """Every sink for one state change. Idempotent: after a crash the engine hands over the same change
+        again (same incident id); the notices are queued before the change is audited, and a change already
+        audited is not queued again, so no notice is lost or sent twice."""
         log.warning("alert %s %s%s: %s", alert.id, alert.state.value,
                     f" (reminder {alert.reminder})" if alert.reminder else "", alert.summary)
-        self.audit.append("state", incident=alert.id, rule=alert.rule, unit_process=alert.unit_process,
-                          kpi=alert.kpi, state=alert.state.value, reminder=alert.reminder,
-                          at=alert.last_seen.isoformat(), value=alert.value, limit=alert.limit,
-                          limit_source=alert.limit_source, rules_version=rules_version)
         topic = self.topic(alert)
         if alert.state is AlertState.RESOLVED:
             # The resolution as an event, then an empty retained message: what stays retained is exactly the
@@ -90,13 +89,18 @@ class Notifier:
         else:
             self.mqtt_client.publish(topic, alert.to_json(), qos=1, retain=True)
         if not alert.reminder:
-            self._pending_lines.append(alert.to_line())
-        evidence = self.evidence.csv(alert)
-        now_ms = int(time.time() * 1000)
-        for to in addressees(self.config.alerts, alert):
-            self.notices.put(to.address, notice_key(alert), {
-                "queued_ms": now_ms, "alert": alert.model_dump(mode="json"), "evidence_csv": evidence,
-                "to": {"address": to.address, "language": to.language, "regulator": to.regulator}})
+            self._pending_lines.append(alert.to_line())  # same point again after a crash: overwritten
+        if notice_key(alert) not in self.audit.changes:
+            evidence = self.evidence.csv(alert)
+            now_ms = int(time.time() * 1000)
+            for to in addressees(self.config.alerts, alert):
+                self.notices.put(to.address, notice_key(alert), {
+                    "queued_ms": now_ms, "alert": alert.model_dump(mode="json"), "evidence_csv": evidence,
+                    "to": {"address": to.address, "language": to.language, "regulator": to.regulator}})
+            self.audit.append("state", incident=alert.id, rule=alert.rule, unit_process=alert.unit_process,
+                              kpi=alert.kpi, state=alert.state.value, reminder=alert.reminder,
+                              at=alert.last_seen.isoformat(), value=alert.value, limit=alert.limit,
+                              limit_source=alert.limit_source, rules_version=rules_version)
         self.flush()
 
     def flush(self) -> None:

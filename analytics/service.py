@@ -38,6 +38,7 @@ class AnalyticsService:
         self.engine = KpiEngine(site, self.limits)
         self.store = SeriesStore(self.engine.needed_readings())
         self.rules = RuleEngine.for_site(site.config, self.limits, EpisodeFile(state_dir / "episodes.json"))
+        self.rules.autocommit = False  # episodes are saved after their notices are queued (see commit)
         self.influx = InfluxClient.from_config(site.config.connections.influxdb)
         self.client = make_client(site.config.connections.mqtt, client_id=f"alumon-analytics-{site.id}")
         self.client.on_connect = self._on_connect
@@ -55,6 +56,7 @@ class AnalyticsService:
         self._pipeline_lock = threading.Lock()
         self._told_unjudged: set[tuple[str, str]] = set()  # rules without a limit for a KPI, logged once
         self._live = threading.Event()  # set once a non-historical message arrived since the last tick
+        self._replayed = threading.Event()  # set once a historical (spooled) message arrived since the last tick
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason_code: Any, _p: Any) -> None:
         if not reason_code.is_failure:
@@ -73,7 +75,9 @@ class AnalyticsService:
             return
         self.store.add_message(tm)
         self.messages += 1
-        if not tm.historical:
+        if tm.historical:
+            self._replayed.set()
+        else:
             self._live.set()
 
     def tick(self, now_ms: int) -> None:
@@ -92,11 +96,15 @@ class AnalyticsService:
         except InfluxError as exc:
             log.warning("KPIs not written yet (%d queued): %s", len(self._unwritten), exc)
             self._unwritten = self._unwritten[-100_000:]
-        historical = not self._live.is_set()  # only replayed data since the last tick: update KPIs, no alerts
+        # Only replayed data since the last tick (an edge draining its spool): update KPIs, fire no alert. No
+        # data at all is not that: it is evaluated, so the data-quality rules see the silence.
+        historical = self._replayed.is_set() and not self._live.is_set()
         self._live.clear()
+        self._replayed.clear()
         self.evidence.add(rows)
         for alert in self.rules.evaluate(rows, historical=historical):
             self.notifier.dispatch(alert, self.rules.ruleset.version)
+        self.rules.commit()
         for key in self.rules.unjudged.keys() - self._told_unjudged:
             log.warning("rule %s cannot judge %s: %s", *key, self.rules.unjudged[key])
             self._told_unjudged.add(key)

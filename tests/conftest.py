@@ -29,6 +29,10 @@ EXAMPLE_SITE = REPO / "examples" / "guangxi-demo" / "site.yaml"
 _db_counter = itertools.count()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", help="fault suite: 60 s outages instead of 10 s")
+
+
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_mosquitto(tmp_path_factory.mktemp("mosquitto"))

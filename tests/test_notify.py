@@ -285,3 +285,22 @@ def test_smtp_starttls_and_ssl_with_credentials_from_the_environment(
                 sink.stop()
     finally:
         pub.loop_stop()
+
+
+def test_the_same_change_handed_over_twice_is_one_notice(site_file: Path, mosquitto: Server, smtp_sink: Server,
+                                                         influx_db: InfluxClient, tmp_path: Path) -> None:
+    """Analytics saves its episodes after the notifier queued their notices; a crash in between makes the
+    engine hand the same change over again after the restart, and that must not become a second email."""
+    site = load_site(site_file)
+    config = site.config.model_copy(update={"alerts": site.config.alerts.model_copy(update={"group_interval_s": 0})})
+    pub = mqtt_client(mosquitto.port)
+    Notifier.in_dir(config, pub, influx_db, tmp_path / "state").dispatch(alert(AlertState.FIRING))
+    restarted = Notifier.in_dir(config, pub, influx_db, tmp_path / "state")
+    restarted.dispatch(alert(AlertState.FIRING))
+    restarted.flush()
+    assert restarted.emails_sent == 0
+    assert {k: len(v) for k, v in by_recipient(smtp_sink).items()} == {
+        "energy-team@gx-demo.example": 1, "env-team@gx-demo.example": 1, REGULATOR: 1}
+    records = [json.loads(line) for line in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records].count("state") == 1
+    pub.loop_stop()

@@ -196,3 +196,30 @@ def test_site_rules_change_the_defaults_or_add_rules() -> None:
     assert own.rules[-1].name == "pl1_current_high"
     with pytest.raises(ValueError, match="a setting limit needs source"):
         AlertRuleSpec.model_validate({"name": "x", "limit": {"kind": "setting", "value": 1, "name": "n", "unit": "u"}})
+
+
+def test_projections_warn_before_the_month_or_year_ends() -> None:
+    def projected(t_s: int, window: str, value: float) -> KpiRow:
+        return KpiRow(t_s * 1000, "potline-1", "al_liquid_ac_projected", window, value, "kWh/t", 1.0, "",
+                      "projection", estimated=True)
+
+    e = engine()
+    fired = {(a.rule, a.limit) for t in (0, 20) for a in e.evaluate(
+        [projected(t, "month", 13400.0), projected(t, "year", 13100.0)])}
+    # The month heads above level 3 (13 350), the year above the benchmark (13 000): one warning each.
+    assert fired == {("energy_month_projected_above_level3", 13350.0),
+                     ("energy_year_projected_above_benchmark", 13000.0)}
+
+
+def test_a_change_not_committed_is_derived_again_after_a_crash(tmp_path: Path) -> None:
+    """The service commits episodes after dispatching: a crash in between repeats the same change, same id."""
+    state = EpisodeFile(tmp_path / "episodes.json")
+    live = engine(immediate(), state=state)
+    live.autocommit = False
+    live.evaluate([row(0, 13600)])
+    live.commit()  # the pending episode is saved at the end of its tick
+    (fired,) = [a for a in live.evaluate([row(10, 13600)]) if a.rule == LEVEL3]
+    # ... the process dies here, before commit()
+    again = engine(immediate(), state=state)
+    (refired,) = [a for a in again.evaluate([row(11, 13600)]) if a.rule == LEVEL3]
+    assert (refired.id, refired.state) == (fired.id, AlertState.FIRING)

@@ -21,7 +21,7 @@ from alumon.telemetry import Quality, Reading, TelemetryMessage, encode, telemet
 from tests.conftest import mqtt_client, write_site
 
 SITES = ("gx-demo", "gx-demo-b")
-SECONDS = 20  # of live telemetry per run: level 3 fires and resolves within it
+SECONDS = 18  # of live telemetry per run: level 3 fires and resolves within it
 
 
 def site_files(tmp: Path, mosquitto: Server, influxd: Server, smtp_sink: Server, database: str,
@@ -33,9 +33,11 @@ def site_files(tmp: Path, mosquitto: Server, influxd: Server, smtp_sink: Server,
         connections__smtp={"host": "127.0.0.1", "port": smtp_sink.port, "security": "none",
                            "sender": "alumon@gx-demo.example"},
         analytics={"kpi_window_s": 6, "evaluate_every_s": 1, "min_completeness": 0.5, "alert_pending_s": 2},
+        # Only potline 1 sends: the other units' silence is not what this test is about.
         alerts={"engineers": ["energy@gx-demo.example"], "group_interval_s": 0, "rules": [
             {"name": "energy_above_level3", "resolve_after_s": 0},
-            {"name": "energy_above_benchmark", "resolve_after_s": 0}]},
+            {"name": "energy_above_benchmark", "resolve_after_s": 0},
+            {"name": "source_stale", "enabled": False}, {"name": "analyser_fault", "enabled": False}]},
         ingest={"shared_group": shared_group} if shared_group else {}) for site in SITES]
 
 
