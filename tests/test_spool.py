@@ -49,3 +49,25 @@ def test_seq_survives_reopen(tmp_path: Path) -> None:
     again = Spool(path)
     msg = again.append("a", 5, build)
     assert msg is not None and msg.seq == 5 and again.depth() == 6
+
+
+def test_acknowledged_messages_are_kept_and_sent_again_when_the_broker_lost_them(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite", keep_delivered_s=60)
+    ids = [m.id for m in (spool.append("d", 1000 * i, lambda s: ("t", b"x")) for i in range(5)) if m is not None]
+    for i in ids[:3]:
+        spool.remove(i, now_ms=100_000)  # acknowledged at t = 100 s
+    assert spool.depth() == 2
+    assert [m.id for m in spool.after(0, 10)] == ids[3:]
+    assert spool.redeliver(now_ms=150_000) == 3  # within the 60 s kept: back in the outbox, in order
+    assert [m.id for m in spool.after(0, 10)] == ids
+    for i in ids:
+        spool.remove(i, now_ms=200_000)
+    assert spool.redeliver(now_ms=300_000) == 0  # acknowledged 100 s ago: no longer kept
+    assert spool.depth() == 0
+    last = spool.append("d", 6000, lambda s: ("t", b"y"))
+    assert last is not None
+    spool.remove(last.id, now_ms=400_000)
+    spool.close()
+    reopened = Spool(tmp_path / "s.sqlite", keep_delivered_s=60)  # the kept ones survive a restart
+    assert reopened.redeliver(now_ms=410_000) == 1
+    assert [(m.seq, m.payload) for m in reopened.after(0, 10)] == [(5, b"y")]

@@ -47,7 +47,7 @@ def schedule(outage_s: float) -> tuple[list[Fault], float, tuple[str, ...]]:
     hang, garbage = faults[-2], faults[-1]
     sim = (f"pl2-scale:silent:{hang.at_s + SIM_LEAD_S:g}:{SIM_SILENT_S:g}",
            f"cems-potroom:garbled:{garbage.at_s + SIM_LEAD_S:g}:{SIM_GARBLED_S:g}")
-    return faults, garbage.at_s + SIM_GARBLED_S + 12, sim
+    return faults, garbage.at_s + SIM_GARBLED_S + 8, sim
 
 
 @pytest.fixture
