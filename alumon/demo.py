@@ -118,8 +118,9 @@ def read_emails(maildir: Path) -> list[dict[str, Any]]:
             "path": str(maildir / "new" / key) if (maildir / "new" / key).exists() else str(maildir / "cur" / key),
             "subject": str(make_header(decode_header(msg.get("Subject", "")))),
             "to": msg.get("To", ""),
-            # Keys hold no spaces; a long header comes back folded over several lines.
-            "notices": [n for n in "".join(str(msg.get("X-Alumon-Notices", "")).split()).split(",") if n],
+            # Keys hold no spaces; a long header comes back folded, or as RFC 2047 encoded words.
+            "notices": [n for n in "".join(str(make_header(decode_header(msg.get("X-Alumon-Notices", "")))).split())
+                        .split(",") if n],
         })
     return emails
 

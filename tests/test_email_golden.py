@@ -84,3 +84,17 @@ def test_rendered_email_matches_golden_file(case: str) -> None:
             path.write_text(content, encoding="utf-8")
         assert path.exists(), f"no golden file {path}: run with ALUMON_UPDATE_GOLDEN=1 and review it"
         assert content == path.read_text(encoding="utf-8"), f"{case}.{ext} differs from its golden file"
+
+
+def test_the_demo_reads_notice_keys_back_from_long_headers(tmp_path: Path) -> None:
+    """A long incident id comes back folded or RFC 2047-encoded: the demo's check must still read it."""
+    import mailbox
+
+    from alumon.demo import notices_per_incident, read_emails
+
+    config = load_site(EXAMPLE_SITE).config
+    long = notice(**SO2_HOURLY, state=AlertState.RESOLVED)  # type: ignore[arg-type]
+    box = mailbox.Maildir(str(tmp_path / "maildir"), create=True)
+    box.add(render([long], config, Addressee("someone@example.cn", "zh", True)).as_bytes())
+    assert notices_per_incident(read_emails(tmp_path / "maildir")) == {
+        long.alert.id: {"someone@example.cn": {"firing": 0, "resolved": 1}}}

