@@ -52,6 +52,7 @@ class RuleEngine:
         self.pending_s = pending_s
         self.min_completeness = min_completeness
         self.ruleset = rules or load_rules()
+        self._by_name = {r.name: r for r in self.ruleset.rules}
         self.repeat_ms = int(repeat_s * 1000)
         self._rules_of_kpi: dict[str, list[Rule]] = {}
         self.state = state  # open episodes survive a restart: no second firing for the same incident
@@ -92,7 +93,7 @@ class RuleEngine:
     def held_scopes(self) -> set[tuple[str, str]]:
         """(unit, pollutant) pairs whose limit alerts a firing data-quality alert holds; pollutant "" is the
         whole unit."""
-        by_name = {r.name: r for r in self.ruleset.rules}
+        by_name = self._by_name
         return {(unit, by_name[name].pollutant(kpi)) for (name, unit, kpi), ep in self.episodes.items()
                 if ep.incident is not None and name in by_name and by_name[name].kind == DATA_QUALITY
                 and by_name[name].inhibits}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from alumon.config import AluminaRefinery, CemsStack, Potline, ProcessUnit, Site
-from analytics.cems import DAS_FLAG_CODES
+from analytics.cems import DAS_FLAG_CODES, HOUR_MS
 from analytics.kpi_row import KpiRow
 from analytics.readings import ReadingInfo
 from analytics.series import SeriesStore
@@ -46,6 +46,8 @@ def source_groups(unit: ProcessUnit) -> dict[str, list[str]]:
 class DataQuality:
     def __init__(self, site: Site, info: ReadingInfo):
         self.units = site.config.process_units
+        self.groups = [(unit.id, pollutant, paths) for unit in self.units
+                       for pollutant, paths in source_groups(unit).items()]
         self.info = info
         self.started_ms: int | None = None
         self.last_good: dict[str, int] = {}  # outlives the store's trimming: a source dead for days stays dead
@@ -54,8 +56,8 @@ class DataQuality:
         """The signals at ``end_ms`` (caller holds the store lock)."""
         if self.started_ms is None:
             self.started_ms = end_ms
-        rows = [self._missed_polls(store, unit.id, pollutant, paths, end_ms) for unit in self.units
-                for pollutant, paths in source_groups(unit).items()]
+        rows = [self._missed_polls(store, unit_id, pollutant, paths, end_ms)
+                for unit_id, pollutant, paths in self.groups]
         rows += [self._analyser_fault(store, unit, end_ms) for unit in self.units
                  if isinstance(unit, CemsStack) and unit.flag is not None]
         return rows
@@ -78,7 +80,7 @@ class DataQuality:
 
     def _analyser_fault(self, store: SeriesStore, unit: CemsStack, end_ms: int) -> KpiRow:
         assert unit.flag is not None
-        t, v = store.series[unit.flag].window(end_ms - 2 * 3_600_000, end_ms)
+        t, v = store.series[unit.flag].window(end_ms - 2 * HOUR_MS, end_ms)
         seconds = 0.0
         if len(t) and np.isin(v[-1], FAULT_CODES):
             ok = np.flatnonzero(~np.isin(v, FAULT_CODES))

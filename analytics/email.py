@@ -49,17 +49,18 @@ def _entries(entries: list[str | Recipient]) -> list[Recipient]:
     return [e if isinstance(e, Recipient) else Recipient(address=e) for e in entries]
 
 
-def addressees(settings: AlertSettings, alert: Alert) -> list[Addressee]:
-    """Everyone this alert goes to: by audience, then by each recipient's lowest severity."""
+def addressees(settings: AlertSettings, audience: Audience, severity: Severity) -> list[Addressee]:
+    """Everyone an alert of this audience and severity goes to: by audience, then by each recipient's lowest
+    severity."""
     groups: list[tuple[list[str | Recipient], bool]] = []
-    if alert.audience in (Audience.ENGINEERS, Audience.BOTH):
+    if audience in (Audience.ENGINEERS, Audience.BOTH):
         groups.append((list(settings.engineers), False))
-    if alert.audience in (Audience.REGULATORS, Audience.BOTH):
+    if audience in (Audience.REGULATORS, Audience.BOTH):
         groups.append((list(settings.regulators), True))
     out: dict[str, Addressee] = {}
     for entries, regulator in groups:
         for r in _entries(entries):
-            if SEVERITY_RANK[alert.severity] < SEVERITY_RANK[Severity(r.min_severity)]:
+            if SEVERITY_RANK[severity] < SEVERITY_RANK[Severity(r.min_severity)]:
                 continue
             seen = out.get(r.address)
             out[r.address] = Addressee(r.address, r.language or settings.language,

@@ -93,7 +93,7 @@ class Notifier:
         if notice_key(alert) not in self.audit.changes:
             evidence = self.evidence.csv(alert)
             now_ms = int(time.time() * 1000)
-            for to in addressees(self.config.alerts, alert):
+            for to in addressees(self.config.alerts, alert.audience, alert.severity):
                 self.notices.put(to.address, notice_key(alert), {
                     "queued_ms": now_ms, "alert": alert.model_dump(mode="json"), "evidence_csv": evidence,
                     "to": {"address": to.address, "language": to.language, "regulator": to.regulator}})

@@ -101,7 +101,7 @@ class AnalyticsService:
         historical = self._replayed.is_set() and not self._live.is_set()
         self._live.clear()
         self._replayed.clear()
-        self.evidence.add(rows)
+        self.evidence.add([r for r in rows if self.rules.rules_for(r.kpi)])  # what a notice can be about
         for alert in self.rules.evaluate(rows, historical=historical):
             self.notifier.dispatch(alert, self.rules.ruleset.version)
         self.rules.commit()

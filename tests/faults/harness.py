@@ -22,13 +22,12 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from alumon.alert import Alert, AlertState, Audience, Severity
 from alumon.config import Site, load_site
 from alumon.demo import derive_site, notices_per_incident, read_emails, start_service, wait_for_clients
 from alumon.influx import InfluxClient
@@ -198,17 +197,9 @@ class PlantRun:
         return notices_per_incident(read_emails(self.stack.maildir))
 
     def recipients(self, rule_name: str) -> set[str]:
-        """Who a notice of this rule goes to (the alert's content does not matter for routing beyond these)."""
+        """Who a notice of this rule goes to."""
         rule = next(r for r in load_rules(self.site.config.alerts.rules).rules if r.name == rule_name)
-        probe = _probe_alert(self.site.id, rule.name, rule.audience, rule.severity)
-        return {a.address for a in addressees(self.site.config.alerts, probe)}
-
-
-def _probe_alert(site: str, rule: str, audience: Audience, severity: Severity) -> Alert:
-    now = datetime.now(UTC)
-    return Alert(id="probe", site=site, rule=rule, unit_process="u", severity=severity, audience=audience,
-                 state=AlertState.FIRING, kpi="k", value=0, unit="", limit=0, limit_name="", limit_source="",
-                 window="", first_seen=now, last_seen=now)
+        return {a.address for a in addressees(self.site.config.alerts, rule.audience, rule.severity)}
 
 
 def readings_report(stored: dict[str, list[tuple[int, int]]], windows: list[tuple[int, int]]
