@@ -110,8 +110,8 @@ def sim(
     scenario: Annotated[str, typer.Option(help="normal | energy-drift | emission-exceedance")] = "normal",
     trace: Annotated[Path | None, typer.Option(help="write the simulator's true values as JSON lines")] = None,
     fault: Annotated[list[str] | None, typer.Option(
-        help="inject a fault, DEVICE:KIND:START_S:DURATION_S with KIND silent | exception | garbled "
-             "(repeatable)")] = None,
+        help="inject a fault, DEVICE:KIND:START_S:DURATION_S with KIND silent | exception | garbled | "
+             "rollover (its counters wrap mid-window) (repeatable)")] = None,
 ) -> None:
     """Serve every device of the site from a simulated plant (one Modbus server per line: TCP, serial, RTU over
     TCP)."""

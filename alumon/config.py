@@ -330,7 +330,8 @@ class BufferFullPolicy(StrEnum):
 class IngestSettings(Strict):
     """Batching, the disk buffer that carries InfluxDB outages, shutdown and self-metrics of ``alumon ingest``."""
 
-    max_batch_points: Annotated[int, Field(ge=1, le=100_000)] = 5000  # lines per InfluxDB write
+    # Lines per InfluxDB write: 10 000 took 1.3 times the readings/s of 5000 (bench/ingest_throughput.py).
+    max_batch_points: Annotated[int, Field(ge=1, le=100_000)] = 10_000
     max_batch_wait_ms: Annotated[float, Field(ge=0, le=5000)] = 50.0  # fill a batch this long before writing
     max_pending_messages: Annotated[int, Field(ge=10)] = 20_000  # received, not yet written or buffered
     buffer_max_mb: Annotated[float, Field(gt=0)] = 2048.0  # disk buffer while InfluxDB is down or slow

@@ -2,7 +2,7 @@
 
 (a) ceiling: prebuilt bodies of distinct ``telemetry`` points (the exact line shape ingest writes, every point
     new as in a live stream), 5000 per POST, one keep-alive session, checked stored;
-(b) pipeline: a paho publisher sends telemetry messages (QoS 1) -> mosquitto -> ``alumon ingest`` (its own
+(b) pipeline: bench/mqtt_load.py's publisher sends telemetry messages (QoS 1) -> mosquitto -> ``alumon ingest`` (its own
     process) -> influxd; readings/s = points stored / (last point stored - first publish);
 (c) their ratio, and each process's CPU share during (b).
 
@@ -18,16 +18,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
 import paho.mqtt.client as mqtt
 import requests
 import yaml
 from figures import cpu_seconds, emit
+from mqtt_load import RawPublisher, payload
 
 from alumon.config import MqttConnection
 from alumon.influx import InfluxClient
@@ -38,19 +37,7 @@ from ingest.lines import message_lines
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICES = [f"dev-{i:03d}" for i in range(100)]
-PUBLISHERS = 4
 BACKLOG_POINTS = 400_000  # published but not yet stored, at most (about 2-5 s of the pipeline)
-
-
-def payload(device: str, seq: int, readings: int, t0_ms: int) -> bytes:
-    """The JSON of ``message(...)`` built straight with orjson: the publisher is the load generator and must
-    not eat the CPU the pipeline is measured on (pydantic's encode costs about 5 times more)."""
-    t = t0_ms + seq * 1000
-    return orjson.dumps({
-        "v": 1, "site": "bench", "device": device, "seq": seq,
-        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 1000)) + f".{t % 1000:03d}Z", "historical": False,
-        "readings": {f"q{j:02d}": {"value": 1000.0 + seq + j / 10, "quality": "good", "unit": "kWh", "flags": []}
-                     for j in range(readings)}})
 
 
 def message(device: str, seq: int, readings: int, t0: datetime) -> TelemetryMessage:
@@ -122,43 +109,31 @@ def pipeline(tmp: Path, mqtt_port: int, influx_port: int, readings: int, seconds
     try:
         time.sleep(2.0)  # ingest connected and subscribed
         conn = MqttConnection(host="127.0.0.1", port=mqtt_port)
-        # Several publishing clients: one paho client keeps at most 20 QoS 1 messages in flight and at 10
-        # readings per message would be the bottleneck itself (about 9 000 messages/s here).
-        pubs = [make_client(conn, f"bench-publisher-{k}") for k in range(PUBLISHERS)]
-        for pub in pubs:
-            connect(pub, conn, persistent=False)
-        pub = pubs[0]
-        written = [0]  # ingest's own count, from its metrics topic: cheaper than asking InfluxDB
+        watcher = make_client(conn, "bench-watcher")  # ingest's own count, from its metrics topic
+        written = [0]
 
         def on_metrics(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
             written[0] = int(json.loads(msg.payload)["written_points"])
 
-        pub.on_message = on_metrics
-        for client in pubs:
-            client.loop_start()
-        while not all(client.is_connected() for client in pubs):
+        watcher.on_message = on_metrics
+        connect(watcher, conn, persistent=False)
+        watcher.loop_start()
+        while not watcher.is_connected():
             time.sleep(0.01)
-        pub.subscribe(metrics_topic("bench", "ingest-bench"), qos=0)
+        watcher.subscribe(metrics_topic("bench", "ingest-bench"), qos=0)
+        pub = RawPublisher("127.0.0.1", mqtt_port, "bench-publisher")
         t0 = datetime(2026, 1, 1, tzinfo=UTC)
         t0_ms = int(t0.timestamp() * 1000)
-        assert decode(payload(DEVICES[0], 7, readings, t0_ms)) == message(DEVICES[0], 7, readings, t0)  # same data
+        assert decode(payload("bench", DEVICES[0], 7, readings, t0_ms)) == message(DEVICES[0], 7, readings, t0)
         published = 0
         throttled = 0.0  # seconds the publisher waited for the pipeline: near 0 means the publisher is the limit
-        stop = threading.Event()
         pids = {"ingest": proc.pid, **others, "publisher": os.getpid()}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         start = time.perf_counter()
-        last_info: list[mqtt.MQTTMessageInfo | None] = [None] * PUBLISHERS
-        while time.perf_counter() - start < seconds and not stop.is_set():
+        while time.perf_counter() - start < seconds:
             dev = DEVICES[published % len(DEVICES)]
-            k = published % PUBLISHERS
-            last_info[k] = pubs[k].publish(telemetry_topic("bench", dev), payload(dev, published, readings, t0_ms),
-                                           qos=1)
+            pub.publish(telemetry_topic("bench", dev), payload("bench", dev, published, readings, t0_ms))
             published += 1
-            if published % 2000 == 0:  # keep paho's outgoing queues bounded: wait for the broker to catch up
-                for info in last_info:
-                    if info is not None:
-                        info.wait_for_publish(timeout=60)
             if published % (BACKLOG_POINTS // readings // 4) == 0:
                 # Sustained rate, not the drain of a backlog: hold on while more than BACKLOG_POINTS published
                 # readings are not in InfluxDB yet (otherwise the broker queues minutes of data at 100 readings
@@ -166,9 +141,7 @@ def pipeline(tmp: Path, mqtt_port: int, influx_port: int, readings: int, seconds
                 while published * readings - written[0] > BACKLOG_POINTS and time.perf_counter() - start < seconds:
                     time.sleep(0.05)
                     throttled += 0.05
-        for info in last_info:
-            if info is not None:
-                info.wait_for_publish(timeout=120)
+        assert pub.wait_acked(), "the broker did not acknowledge every publish"
         expected = published * readings
         stored = 0
         deadline = time.perf_counter() + 300
@@ -179,8 +152,8 @@ def pipeline(tmp: Path, mqtt_port: int, influx_port: int, readings: int, seconds
             time.sleep(0.2)
         elapsed = time.perf_counter() - start
         cpu.update({name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()})
-        for client in pubs:
-            client.loop_stop()
+        pub.close()
+        watcher.loop_stop()
         cpu["publisher_waited_s"] = throttled
         return stored / elapsed, expected, stored
     finally:

@@ -2,7 +2,7 @@
 turning each telemetry message into points -> ``influxdb batch`` (node-red-contrib-influxdb, InfluxDB 1.x).
 
 Node-RED is installed from npm into a cache directory on first use (``npm install node-red@4
-node-red-contrib-influxdb``). The publisher and payloads are bench/ingest_throughput.py's; with no
+node-red-contrib-influxdb``). The publisher and payloads are bench/mqtt_load.py's; with no
 metrics topic to pace on, it publishes for ``--seconds`` at full speed, then waits until the stored count stops
 growing for 15 s. Figures (JSON lines): the raw InfluxDB ceiling of the same line shape, Node-RED's stored
 readings/s, their ratio, and how many published readings never reached InfluxDB.
@@ -23,11 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from figures import emit
-from ingest_throughput import DEVICES, payload, raw_ceiling
+from ingest_throughput import DEVICES, raw_ceiling
+from mqtt_load import RawPublisher, payload
 
-from alumon.config import MqttConnection
 from alumon.influx import InfluxClient
-from alumon.mqtt import connect, make_client
 from alumon.stack import free_port, start_influxd, start_mosquitto, stop_pid
 from alumon.telemetry import telemetry_topic
 
@@ -96,24 +95,15 @@ def main() -> None:
                 proc = subprocess.Popen([str(binary), "--userDir", str(CACHE), "--port", str(free_port()),
                                          str(tmp / "flows.json")], stdout=log, stderr=subprocess.STDOUT)
             time.sleep(8.0)  # Node-RED started, flows deployed, subscribed
-            conn = MqttConnection(host="127.0.0.1", port=broker.port)
-            pub = make_client(conn, "bench-publisher")
-            connect(pub, conn, persistent=False)
-            pub.loop_start()
-            while not pub.is_connected():
-                time.sleep(0.01)
+            pub = RawPublisher("127.0.0.1", broker.port, "bench-publisher")
             t0_ms = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
             published = 0
             start = time.perf_counter()
-            info = None
             while time.perf_counter() - start < args.seconds:
                 dev = DEVICES[published % len(DEVICES)]
-                info = pub.publish(telemetry_topic("bench", dev), payload(dev, published, args.readings, t0_ms), qos=1)
+                pub.publish(telemetry_topic("bench", dev), payload("bench", dev, published, args.readings, t0_ms))
                 published += 1
-                if published % 2000 == 0:
-                    info.wait_for_publish(timeout=60)
-            if info is not None:
-                info.wait_for_publish(timeout=120)
+            pub.close()
             expected = published * args.readings
             stored, last_change, last_stored = 0, time.perf_counter(), -1
             while stored < expected and time.perf_counter() - last_change < 15.0:
@@ -126,7 +116,6 @@ def main() -> None:
                  published=expected, stored=stored, seconds=args.seconds)
             emit("nodered", f"nodered_ratio_to_ceiling_{args.readings}r", stored / elapsed / ceiling, "ratio")
             emit("nodered", f"nodered_lost_readings_{args.readings}r", expected - stored, "readings")
-            pub.loop_stop()
         finally:
             if proc is not None:
                 stop_pid(proc.pid, 15)

@@ -9,6 +9,10 @@ InfluxDB down or slow: batches go to the disk buffer and are acked, so the broke
 caps at ``max_queued_messages``) never fills. While the buffer holds anything, new batches go behind it and
 the buffer drains oldest first: InfluxDB receives the data in the order it arrived.
 
+Pipelining: the main thread validates messages and builds batches while a writer thread sends the
+previous batch to InfluxDB and acknowledges it, so the database is never idle while ingest parses (batches
+are written and acknowledged strictly in arrival order).
+
 Bounding memory: the in-memory queue is capped (mosquitto refills its whole window on each PUBACK,
 shared/environment.md §3.4): past ``max_pending_messages`` the network callback waits instead of growing it.
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -47,6 +52,7 @@ log = logging.getLogger("alumon.ingest")
 LOG_STATS_EVERY_S = 60.0
 DRAIN_SLICE_S = 0.5  # drain at most this long before taking in new messages again
 FIRST_RETRY_S = 0.5
+BATCHES_AHEAD = 2  # batches validated and waiting while one is written: enough to keep InfluxDB busy
 
 
 @dataclass
@@ -71,6 +77,9 @@ class _Batch:
         return max((it.newest_ms for it in self.items if it.newest_ms is not None), default=None)
 
 
+_END = _Batch()  # handed to the writer at shutdown: nothing follows
+
+
 def subscription(site: Site) -> str:
     topic = telemetry_subscription(site.id)
     group = site.config.ingest.shared_group
@@ -92,7 +101,12 @@ class IngestService:
         self.buffer = WriteBuffer(buffer_dir / f"worker-{worker}.sqlite", int(self.settings.buffer_max_mb * 2**20),
                                   self.settings.buffer_full)
         self.queue: queue.Queue[_Received] = queue.Queue()
+        self.batches: queue.Queue[_Batch] = queue.Queue(maxsize=BATCHES_AHEAD)  # validated, for the writer
+        self._writer = threading.Thread(target=self._write_loop, name="influx-writer", daemon=True)
+        self._writer_deadline = math.inf  # monotonic time after which the writer takes no further batch
+        self._writer_failed = False
         self._held: _Batch | None = None  # a batch the full buffer (block policy) could not take yet
+        self._next_report = self._next_log = 0.0
         self._retry_at = 0.0  # monotonic time before which InfluxDB is not tried again
         self._retry_delay = FIRST_RETRY_S
         self._last_dl_ms = 0
@@ -148,15 +162,12 @@ class IngestService:
         self._last_dl_ms = max(int(time.time() * 1000), self._last_dl_ms + 1)
         return self._last_dl_ms
 
-    # -- writer side (this thread) ---------------------------------------------------------------------------
+    # -- batching side (the main thread) ----------------------------------------------------------------------
 
     def _next_batch(self, wait_s: float) -> _Batch:
         """Block for one message, then collect more for up to ``max_batch_wait_ms`` or until the batch is full:
         InfluxDB spends far less per point on one write of 5000 lines than on fifty of 100, and a few tens
         of milliseconds of latency cost nothing to a dashboard."""
-        if self._held is not None:
-            batch, self._held = self._held, None
-            return batch
         batch = _Batch()
         try:
             first = self._classify(*(self.queue.get(timeout=wait_s) if wait_s > 0 else self.queue.get_nowait()))
@@ -181,6 +192,47 @@ class IngestService:
         batch.items = items
         batch.lines = [ln for it in items for ln in it.lines]
         return batch
+
+    def _hand_over(self, batch: _Batch, until: float) -> bool:
+        """Queue a batch for the writer; False when it had no room by ``until`` (the writer is behind)."""
+        try:
+            self.batches.put(batch, timeout=max(0.0, until - time.monotonic()))
+            return True
+        except queue.Full:
+            return False
+
+    # -- writer side (the writer thread) -----------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        try:
+            while True:
+                draining = len(self.buffer) > 0 and self._influx_due()
+                try:
+                    batch = self.batches.get_nowait() if draining else self.batches.get(timeout=0.2)
+                except queue.Empty:
+                    batch = None
+                if batch is _END or time.monotonic() > self._writer_deadline:
+                    return
+                if batch is not None and not self._deliver_or_hold(batch):
+                    return  # stopping with a full buffer: the batch stays unacked for redelivery
+                self._drain(DRAIN_SLICE_S)
+        except Exception:
+            log.exception("the InfluxDB writer failed; stopping (unacknowledged messages will be redelivered)")
+            self._writer_failed = True
+            self.stop.set()
+
+    def _deliver_or_hold(self, batch: _Batch) -> bool:
+        """Deliver the batch; under the block policy with a full buffer, keep it (taking nothing new) and keep
+        draining until it fits. False when stopping first."""
+        while not self._deliver(batch):
+            self._held = batch
+            if self.stop.is_set():
+                return False
+            if not self._influx_due():
+                self.stop.wait(min(0.2, max(0.0, self._retry_at - time.monotonic())))
+            self._drain(DRAIN_SLICE_S)
+        self._held = None
+        return True
 
     def _influx_due(self) -> bool:
         return time.monotonic() >= self._retry_at
@@ -244,26 +296,19 @@ class IngestService:
                 log.info("disk buffer drained")
 
     def _ack(self, batch: _Batch) -> None:
-        for item in batch.items:  # MQTT wants PUBACKs in receive order
-            self.client.ack(item.mid, item.qos)
+        # MQTT wants PUBACKs in receive order; ingest subscribes at QoS 1, a QoS 0 message needs none.
+        self.client.ack_many([item.mid for item in batch.items if item.qos == 1])
+        for item in batch.items:
             if item.dead_letter is not None:
                 self.metrics.count("dead_lettered_messages")
                 self.client.publish(deadletter_topic(self.site.id), item.dead_letter.to_json(), qos=1)
-
-    def _step(self, wait_s: float) -> None:
-        draining = len(self.buffer) > 0 and self._influx_due()
-        batch = self._next_batch(0.0 if draining else wait_s)
-        if batch.items and not self._deliver(batch):
-            self._held = batch  # block policy: take nothing new until the buffer has room
-            if not self._influx_due():
-                self.stop.wait(min(0.2, self._retry_at - time.monotonic()))
-        self._drain(DRAIN_SLICE_S)
 
     # -- metrics -----------------------------------------------------------------------------------------------
 
     def _gauges(self) -> dict[str, float]:
         held = len(self._held.items) if self._held is not None else 0
-        return self.metrics.gauges(self.buffer.points, self.buffer.bytes, self.queue.qsize() + held)
+        waiting = sum(len(b.items) for b in list(self.batches.queue))  # a racy read is fine for a gauge
+        return self.metrics.gauges(self.buffer.points, self.buffer.bytes, self.queue.qsize() + waiting + held)
 
     def _sync_dropped(self) -> None:
         self.metrics.totals["dropped_points"] = self.buffer.dropped_points
@@ -281,6 +326,15 @@ class IngestService:
         self.client.publish(metrics_topic(self.site.id, f"ingest-{self.worker}"), json.dumps(self.snapshot()),
                             qos=0)
 
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_report:
+            self._next_report = now + self.settings.metrics_interval_s
+            self._report()
+        if now >= self._next_log:
+            self._next_log = now + LOG_STATS_EVERY_S
+            log.info("stats: %s", self.snapshot())
+
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -292,21 +346,27 @@ class IngestService:
         if self.endpoint is not None:
             self.endpoint.start()
             log.info("Prometheus metrics on http://%s:%d/metrics", self.settings.prometheus_bind, self.endpoint.port)
-        connect(self.client, self.site.config.connections.mqtt, persistent=True)
+        # A window as large as what ingest holds unacknowledged (acks follow the write, a batch of thousands of
+        # messages at a time): with mosquitto's default of 20 the broker would stall between writes.
+        connect(self.client, self.site.config.connections.mqtt, persistent=True,
+                receive_maximum=min(self.settings.max_pending_messages, 65535))
         self.client.loop_start()
-        next_report = time.monotonic() + self.settings.metrics_interval_s
-        next_log = time.monotonic() + LOG_STATS_EVERY_S
+        self._next_report = time.monotonic() + self.settings.metrics_interval_s
+        self._next_log = time.monotonic() + LOG_STATS_EVERY_S
+        self._writer.start()
         try:
+            unsent = _Batch()
             while not self.stop.is_set():
-                self._step(wait_s=0.2)
-                now = time.monotonic()
-                if now >= next_report:
-                    next_report = now + self.settings.metrics_interval_s
-                    self._report()
-                if now >= next_log:
-                    next_log = now + LOG_STATS_EVERY_S
-                    log.info("stats: %s", self.snapshot())
-            self._flush_on_shutdown()
+                if not unsent.items:
+                    unsent = self._next_batch(wait_s=0.2)
+                # While the writer is behind, the network thread stops reading at max_pending_messages and the
+                # rest waits unacknowledged at the broker; metrics keep going out meanwhile.
+                if unsent.items and self._hand_over(unsent, time.monotonic() + 0.2):
+                    unsent = _Batch()
+                self._periodic()
+            self._flush_on_shutdown(unsent)
+            if self._writer_failed:
+                raise RuntimeError("the InfluxDB writer failed (see the log above)")
         finally:
             self.client.disconnect()
             self.client.loop_stop()
@@ -327,19 +387,23 @@ class IngestService:
         logging.shutdown()
         os._exit(0)
 
-    def _flush_on_shutdown(self) -> None:
+    def _flush_on_shutdown(self, unsent: _Batch) -> None:
         """Write (or buffer) what was received, within the deadline; the rest stays unacked for redelivery."""
         deadline = time.monotonic() + self.settings.shutdown_deadline_s
+        self._writer_deadline = deadline
         self.client.on_message = None  # take nothing new
-        while time.monotonic() < deadline:
+        batch = unsent if unsent.items else self._next_batch(wait_s=0.05)
+        while batch.items and self._writer.is_alive() and self._hand_over(batch, deadline):
             batch = self._next_batch(wait_s=0.05)
-            if not batch.items:
-                return
-            if not self._deliver(batch):
-                log.warning("shutdown: disk buffer full, %d messages left unacked for redelivery",
-                            len(batch.items) + self.queue.qsize())
-                return
-        log.warning("shutdown deadline: %d messages left unacked for redelivery", self.queue.qsize())
+        self._hand_over(_END, deadline)
+        # A write under way finishes (or times out) before the writer looks at the deadline again.
+        self._writer.join(max(0.0, deadline - time.monotonic()) + self.site.config.connections.influxdb.timeout_s)
+        left = self.queue.qsize() + sum(len(b.items) for b in list(self.batches.queue) if b is not _END)
+        if self._held is not None:
+            log.warning("shutdown: disk buffer full, %d messages left unacked for redelivery",
+                        left + len(self._held.items))
+        elif left:
+            log.warning("shutdown deadline: %d messages left unacked for redelivery", left)
 
 
 def dropped_lines(message: str) -> int:

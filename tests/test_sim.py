@@ -7,6 +7,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,11 @@ from pymodbus.client import ModbusTcpClient
 
 from alumon.codec import DataType, WordOrder, decode
 from alumon.config import Site, load_site
+from alumon.sim.faults import parse_fault
 from alumon.sim.plant import PlantModel
 from alumon.sim.server import run_simulator
 from alumon.stack import require_binary
+from edge.counters import ROLLOVER, classify_step
 from tests.conftest import write_site
 
 ENERGY = ("pl1-ac-meter", "forward_active_kwh")
@@ -166,3 +169,57 @@ def test_stopped_source_and_analyser_fault(site: Site) -> None:
     model.step(t0 + 4 * 3600 + 60)
     assert model.values[("cems-calciner", "das_flag")] == 4.0  # D: analyser fault
     assert model.values[("cems-potroom", "das_flag")] == 0.0
+
+
+def test_rollover_fault_wraps_the_register_on_the_wire(site: Site, tmp_path: Path) -> None:
+    """Potline 2's AC meter with ``rollover:1:4``, read over Modbus TCP: its import-energy register runs just
+    below 2**32, wraps through zero once, in the middle of the window (3 s), in a step the edge takes for a
+    rollover, and unwrapped counts what the plant consumed (the simulator's trace): the metered energy does
+    not jump. Its reverse-energy register, which does not count, is left where it was."""
+    device = "pl2-ac-meter"
+    profile = site.profile_of(device)
+    forward, reverse = profile.field("forward_active_kwh"), profile.field("reverse_active_kwh")
+    assert profile.wire_address(reverse) == profile.wire_address(forward) + 2  # one read gets both
+    stop = threading.Event()
+    trace = tmp_path / "trace.jsonl"
+    thread = threading.Thread(target=run_simulator, daemon=True,
+                              args=(site, "normal", trace, stop, [parse_fault(f"{device}:rollover:1:4")]))
+    began = time.monotonic()
+    thread.start()
+    samples: list[tuple[float, int, int]] = []  # (seconds since start, forward, reverse) in register counts
+    try:
+        while time.monotonic() - began < 6.0:
+            regs = _read(_port(site, device), profile.wire_address(forward), 4)
+            samples.append((time.monotonic() - began, int(decode(regs[:2], DataType.U32, WordOrder.CDAB)),
+                            int(decode(regs[2:], DataType.U32, WordOrder.CDAB))))
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+
+    wraps = [i for i, (a, b) in enumerate(pairwise(samples)) if b[1] < a[1]]
+    assert len(wraps) == 1, samples
+    before, after = samples[wraps[0]], samples[wraps[0] + 1]
+    assert 1.0 < after[0] < 5.5  # inside the window (the simulator's clock starts a little after ours)
+    assert classify_step(before[1], after[1], forward.modulus) == ROLLOVER
+    true = [(r["t"], r["value"]) for r in map(json.loads, trace.read_text(encoding="utf-8").splitlines())
+            if (r["device"], r["quantity"]) == (device, forward.name)]
+    rate = (true[-1][1] - true[0][1]) / (true[-1][0] - true[0][0]) / forward.scale  # counts per second
+    assert len(true) >= 4 and rate > 0
+    assert forward.modulus - before[1] < 5 * rate  # seconds of counting below the top, not a span away
+    # Unwrapped, the register counted what the plant consumed (a jump at the window's start, or a span lost
+    # or added, would be many thousand seconds of counting).
+    unwrapped = samples[-1][1] + forward.modulus - samples[0][1]
+    assert unwrapped / (samples[-1][0] - samples[0][0]) == pytest.approx(rate, rel=0.2)
+    assert len({r for _, _, r in samples}) == 1 and samples[0][2] < forward.modulus // 2
+
+
+def test_rollover_fault_refused_where_nothing_wraps(site: Site) -> None:
+    run = threading.Event()
+    run.set()  # never serves: the faults are refused before any port opens
+    with pytest.raises(ValueError, match="unsigned integer counter"):  # SDM630: float totalisers
+        run_simulator(site, "normal", None, run, [parse_fault("ref-power:rollover:1:4")])
+    with pytest.raises(ValueError, match="one rollover fault per device"):
+        run_simulator(site, "normal", None, run, [parse_fault("pl2-ac-meter:rollover:1:4"),
+                                                 parse_fault("pl2-ac-meter:rollover:9:4")])

@@ -14,6 +14,7 @@ Physics (standards.md §7.1, §1.3):
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass, field
 
@@ -124,6 +125,21 @@ class PlantModel:
             return 0.0
         rise = min(1.0, max(0.0, (elapsed - DRIFT_START_S) / DRIFT_RAMP_S))
         return rise * min(1.0, max(0.0, 1.0 - (elapsed - DRIFT_END_S) / DRIFT_RECOVERY_S))
+
+    def forecast(self, elapsed_s: float, step_s: float = 1.0) -> dict[tuple[str, str], float]:
+        """The values ``elapsed_s`` after the first ``step``, from a copy stepped ahead: the live model, its
+        noise draws included, is untouched. Noise makes it an estimate, good to a small fraction of a second
+        of counting."""
+        assert self._t0 is not None and self._last is not None, "forecast needs a first step"
+        ahead = copy.copy(self)  # shares the (read-only) site; values and the generator are its own
+        ahead.values = dict(self.values)
+        ahead._rng = random.Random()
+        ahead._rng.setstate(self._rng.getstate())
+        t, end = self._last, self._t0 + elapsed_s
+        while t < end:
+            t = min(end, t + step_s)
+            ahead.step(t)
+        return ahead.values
 
     # -- the model -------------------------------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ with).
 One server per line, as in the plant: a Modbus TCP endpoint, a serial port (RTU, e.g. one end of a socat
 pseudo-terminal pair) or a serial server's socket (RTU over TCP), each answering for the unit ids of the
 devices on it. Faults (``SimFault``) make a device fall silent, answer exception codes or garble its frames
-for a while, so the edge's isolation can be tested against real protocol stacks."""
+for a while, so the edge's isolation can be tested against real protocol stacks, or make its counters wrap
+through zero as a real meter's totaliser does (``rollover``: an offset on the register view, so the metered
+energy stays continuous; see alumon.sim.faults)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,13 @@ from pymodbus.simulator import SimData, SimDevice
 
 from alumon.codec import INTEGER_TYPES, DataType, encode, encode_string
 from alumon.config import Device, RtuOverTcpTransport, RtuTransport, Site, TcpTransport
-from alumon.profiles import DeviceProfile
+from alumon.profiles import DeviceProfile, Kind, RegisterField
 from alumon.sim.faults import FaultKind, SimFault, active_fault
 from alumon.sim.plant import PlantModel
 
 log = logging.getLogger("alumon.sim")
 REFRESH_S = 0.25
+UNSIGNED_TYPES = frozenset({DataType.U16, DataType.U32, DataType.U64})
 
 
 def raw_value(profile: DeviceProfile, name: str, value: float) -> int | float:
@@ -47,7 +50,17 @@ def raw_value(profile: DeviceProfile, name: str, value: float) -> int | float:
     return as_int % f.modulus
 
 
-def register_image(profile: DeviceProfile, values: dict[str, float], size: int) -> list[int]:
+def wrapping_counters(profile: DeviceProfile) -> list[RegisterField]:
+    """The counters a rollover fault wraps: unsigned integer ones (float totalisers do not wrap; the model
+    serves signed types clamped, never wrapped)."""
+    return [f for f in profile.fields if f.kind is Kind.COUNTER and f.type in UNSIGNED_TYPES]
+
+
+def register_image(profile: DeviceProfile, values: dict[str, float], size: int,
+                   offsets: Mapping[str, int] | None = None) -> list[int]:
+    """The registers of a device; ``offsets`` (register counts, per counter) shift a counter's register view
+    only, modulo its wrap (a ``rollover`` fault)."""
+    offsets = offsets or {}
     image = [0] * size
     for f in profile.fields:
         if f.function is not None and f.function.is_bits:
@@ -57,7 +70,10 @@ def register_image(profile: DeviceProfile, values: dict[str, float], size: int) 
         elif f.name not in values:
             continue
         else:
-            regs = encode(raw_value(profile, f.name, values[f.name]), f.type, profile.order_of(f))
+            raw = raw_value(profile, f.name, values[f.name])
+            if f.name in offsets:
+                raw = (int(raw) + offsets[f.name]) % f.modulus
+            regs = encode(raw, f.type, profile.order_of(f))
         start = profile.wire_address(f)
         image[start:start + len(regs)] = regs
     return image
@@ -70,10 +86,12 @@ def image_size(profile: DeviceProfile) -> int:
 class SimulatedDevice:
     """A register image refreshed from the model, read by the server through its access hook."""
 
-    def __init__(self, device: Device, profile: DeviceProfile, faults: list[SimFault], started: float):
+    def __init__(self, device: Device, profile: DeviceProfile, faults: list[SimFault], started: float,
+                 offsets: Mapping[str, int] | None = None):
         self.device_id = device.id
         self.unit_id = device.unit_id
         self.profile = profile
+        self.offsets = dict(offsets or {})  # register-count offsets of its counters (a rollover fault)
         self.size = image_size(profile)
         self.image = [0] * self.size
         self.faults = [f for f in faults if f.device == device.id]
@@ -98,7 +116,7 @@ class SimulatedDevice:
 
     def update(self, model: PlantModel) -> None:
         values = {q: v for (d, q), v in model.values.items() if d == self.device_id}
-        self.image = register_image(self.profile, values, self.size)
+        self.image = register_image(self.profile, values, self.size, self.offsets)
 
 
 class SimulatedLine:
@@ -141,18 +159,36 @@ def garble(packet: bytes, rtu: bool) -> bytes:
     return tid.to_bytes(2, "big") + packet[2:]
 
 
+def rollover_offsets(site: Site, model: PlantModel, faults: list[SimFault]) -> dict[str, dict[str, int]]:
+    """Per device with a ``rollover`` fault, the register-count offset of each of its wrapping counters that
+    counts, putting the register's wrap in the middle of the fault's window (forecast from ``model``, which
+    has taken its first step at the simulator's start)."""
+    out: dict[str, dict[str, int]] = {}
+    for fault in faults:
+        if fault.kind is not FaultKind.ROLLOVER:
+            continue
+        profile = site.profile_of(fault.device)
+        ahead = model.forecast(fault.start_s + fault.duration_s / 2)
+        for f in wrapping_counters(profile):
+            key = (fault.device, f.name)
+            if ahead.get(key, 0.0) > model.values.get(key, 0.0):  # one that does not count never wraps
+                out.setdefault(fault.device, {})[f.name] = -int(raw_value(profile, f.name, ahead[key])) % f.modulus
+    return out
+
+
 async def _serve(site: Site, scenario: str, trace_path: Path | None, stop: threading.Event,
                  faults: list[SimFault]) -> None:
     model = PlantModel(site, scenario)
     started = time.time()
+    model.step(started)
+    offsets = rollover_offsets(site, model, faults)
     devices: list[SimulatedDevice] = []
     by_line: dict[str, tuple[Any, list[SimulatedDevice]]] = {}
     for dev in site.config.devices:
-        sim = SimulatedDevice(dev, site.profile_of(dev.id), faults, started)
+        sim = SimulatedDevice(dev, site.profile_of(dev.id), faults, started, offsets.get(dev.id))
         devices.append(sim)
         by_line.setdefault(dev.transport.line, (dev.transport, []))[1].append(sim)
     lines = [SimulatedLine(transport, sims) for transport, sims in by_line.values()]
-    model.step(time.time())
     for d in devices:
         d.update(model)
     serve: list[Callable[[], Coroutine[Any, Any, None]]] = [line.server.serve_forever for line in lines]
@@ -192,4 +228,11 @@ def run_simulator(site: Site, scenario: str, trace_path: Path | None, stop: thre
     unknown = sorted({f.device for f in faults or []} - {d.id for d in site.config.devices})
     if unknown:
         raise ValueError(f"faults name devices the site does not have: {', '.join(unknown)}")
+    rolled = [f.device for f in faults or [] if f.kind is FaultKind.ROLLOVER]
+    for device in sorted(set(rolled)):
+        if rolled.count(device) > 1:
+            raise ValueError(f"{device}: one rollover fault per device (its counters wrap once per register span)")
+        if not wrapping_counters(site.profile_of(device)):
+            raise ValueError(f"{device}: a rollover fault needs an unsigned integer counter; profile "
+                             f"{site.profile_of(device).profile!r} has none (float totalisers do not wrap)")
     asyncio.run(_serve(site, scenario, trace_path, stop, faults or []))

@@ -176,6 +176,26 @@ class PlantRun:
             out[f"{tags['device']}.{tags['quantity']}"] = [(int(v[1]), int(v[0])) for v in series["values"]]
         return out
 
+    def points(self, path: str) -> list[dict[str, Any]]:
+        """Every stored point of one reading (``device.quantity``) in time order: time (poll time, ms), seq,
+        value (None when the device gave none), quality, flags (a list)."""
+        device, quantity = path.split(".", 1)
+        rows = self._rows(f"SELECT seq, value, quality, flags FROM telemetry WHERE site='{self.site.id}' "
+                          f"AND device='{device}' AND quantity='{quantity}'")
+        for row in rows:
+            row["flags"] = row["flags"].split(",") if row.get("flags") else []
+        return rows
+
+    def kpi_points(self, unit: str, kpi: str) -> list[dict[str, Any]]:
+        """Every stored evaluation of a unit's KPI over the live rolling window (analytics.kpis names it
+        ``rolling_<kpi_window_s>s``) in time order: time (the window's end, ms), value."""
+        return self._rows(f"SELECT value FROM kpi WHERE site='{self.site.id}' "
+                          f"AND unit_process='{unit}' AND kpi='{kpi}' AND \"window\"='rolling_{self.kpi_window_s:g}s'")
+
+    def _rows(self, query: str) -> list[dict[str, Any]]:
+        return [dict(zip(series["columns"], values, strict=True))
+                for series in self.influx().query(query) for values in series["values"]]
+
     def missing_total(self) -> int:
         try:
             return sum(r["lost"] for r in readings_report(self.stored(), []))
@@ -195,6 +215,10 @@ class PlantRun:
 
     def notices(self) -> dict[str, dict[str, dict[str, int]]]:
         return notices_per_incident(read_emails(self.stack.maildir))
+
+    def rule_kinds(self) -> dict[str, str]:
+        """Each rule's kind (``limit``, ``data_quality``) by name."""
+        return {r.name: r.kind for r in load_rules(self.site.config.alerts.rules).rules}
 
     def recipients(self, rule_name: str) -> set[str]:
         """Who a notice of this rule goes to."""
