@@ -6,6 +6,11 @@ Email path, every step durable before the next: the notice for each addressee is
 become one email in the outbox; the outbox keeps it until the SMTP server accepted it, and the acceptance is
 written to the audit log. An SMTP outage, even across a restart, delays a notice instead of losing it, and a
 message the audit log already records as sent is not sent again.
+
+The service delivers from a thread of its own (``start``): drawing a notice's chart takes 0.1 to 0.7 s and the
+mail server may be slow or down, and neither may delay the next evaluation of the alert rules. ``dispatch``
+(the evaluating thread) only publishes the state and queues the notices; a lock keeps the queue and the audit
+log consistent between the two threads. Without ``start``, ``dispatch`` delivers at once (tests, replay).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -30,6 +36,7 @@ from analytics.evidence import EvidenceLog
 from analytics.state import NoticeQueue, Outbox
 
 log = logging.getLogger("alumon.analytics.notify")
+DELIVER_EVERY_S = 0.5  # the delivery thread looks for due notices this often (and at once after a dispatch)
 
 
 def send_email(conn: SmtpConnection, msg: EmailMessage) -> None:
@@ -64,6 +71,10 @@ class Notifier:
     evidence: EvidenceLog
     emails_sent: int = 0
     _pending_lines: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # notices, pending lines, audit log
+    _wake: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _deliverer: threading.Thread | None = None
 
     @classmethod
     def in_dir(cls, config: SiteConfig, client: mqtt.Client, influx: LineWriter, state_dir: Path,
@@ -88,50 +99,82 @@ class Notifier:
             self.mqtt_client.publish(topic, b"", qos=1, retain=True)
         else:
             self.mqtt_client.publish(topic, alert.to_json(), qos=1, retain=True)
-        if not alert.reminder:
-            self._pending_lines.append(alert.to_line())  # same point again after a crash: overwritten
-        if notice_key(alert) not in self.audit.changes:
-            evidence = self.evidence.csv(alert)
-            now_ms = int(time.time() * 1000)
-            for to in addressees(self.config.alerts, alert.audience, alert.severity):
-                self.notices.put(to.address, notice_key(alert), {
-                    "queued_ms": now_ms, "alert": alert.model_dump(mode="json"), "evidence_csv": evidence,
-                    "to": {"address": to.address, "language": to.language, "regulator": to.regulator}})
-            self.audit.append("state", incident=alert.id, rule=alert.rule, unit_process=alert.unit_process,
-                              kpi=alert.kpi, state=alert.state.value, reminder=alert.reminder,
-                              at=alert.last_seen.isoformat(), value=alert.value, limit=alert.limit,
-                              limit_source=alert.limit_source, rules_version=rules_version)
-        self.flush()
+        evidence = self.evidence.csv(alert) if notice_key(alert) not in self.audit.changes else ""
+        with self._lock:
+            if not alert.reminder:
+                self._pending_lines.append(alert.to_line())  # same point again after a crash: overwritten
+            if notice_key(alert) not in self.audit.changes:
+                now_ms = int(time.time() * 1000)
+                for to in addressees(self.config.alerts, alert.audience, alert.severity):
+                    self.notices.put(to.address, notice_key(alert), {
+                        "queued_ms": now_ms, "alert": alert.model_dump(mode="json"), "evidence_csv": evidence,
+                        "to": {"address": to.address, "language": to.language, "regulator": to.regulator}})
+                self.audit.append("state", incident=alert.id, rule=alert.rule, unit_process=alert.unit_process,
+                                  kpi=alert.kpi, state=alert.state.value, reminder=alert.reminder,
+                                  at=alert.last_seen.isoformat(), value=alert.value, limit=alert.limit,
+                                  limit_source=alert.limit_source, rules_version=rules_version)
+        if self._deliverer is None:
+            self.flush()
+        else:
+            self._wake.set()
+
+    def start(self) -> None:
+        """Deliver from a thread of its own from now on."""
+        self._deliverer = threading.Thread(target=self._deliver_loop, name="notifier", daemon=True)
+        self._deliverer.start()
+
+    def _deliver_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(DELIVER_EVERY_S)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # a bug in one notice must not end delivery of the others
+                log.exception("delivering notices failed; retrying")
 
     def flush(self) -> None:
         """Deliver what is due; keep what fails for the next call."""
-        if self._pending_lines:
+        with self._lock:
+            lines, self._pending_lines = self._pending_lines, []
+        if lines:
             try:
-                self.influx.write_lines(self._pending_lines)
-                self._pending_lines.clear()
+                self.influx.write_lines(lines)
             except InfluxError as exc:
                 log.warning("alerts not written to InfluxDB yet: %s", exc)
+                with self._lock:
+                    self._pending_lines[:0] = lines
         self._compose()
         self._send()
 
     def close(self) -> None:
         """At shutdown: whatever is queued goes out now rather than waiting out its group interval."""
+        if self._deliverer is not None:
+            self._stop.set()
+            self._wake.set()
+            self._deliverer.join()
+            self._deliverer = None
+        self.flush()
         self._compose(group_ms=0)
         self._send()
 
     def _compose(self, group_ms: int | None = None) -> None:
         if group_ms is None:
             group_ms = int(self.config.alerts.group_interval_s * 1000)
-        for group in self.notices.due(int(time.time() * 1000), group_ms):
+        with self._lock:
+            groups = self.notices.due(int(time.time() * 1000), group_ms)
+        for group in groups:  # drawn and rendered outside the lock: evaluations go on meanwhile
             to = Addressee(**group[0][1]["to"])
             notices = [Notice(Alert.model_validate(body["alert"]), body["evidence_csv"]) for _, body in group]
             self.outbox.put(render(notices, self.config, to))
-            self.notices.done([path for path, _ in group])
+            with self._lock:
+                self.notices.done([path for path, _ in group])
 
     def _send(self) -> None:
         for path, msg in self.outbox.pending():
             message_id = str(msg["Message-ID"])
-            if message_id in self.audit.sent:  # accepted before a crash that left the file behind
+            with self._lock:
+                sent_before = message_id in self.audit.sent  # accepted before a crash that left the file behind
+            if sent_before:
                 self.outbox.done(path)
                 continue
             try:
@@ -139,9 +182,10 @@ class Notifier:
             except (OSError, smtplib.SMTPException) as exc:
                 log.warning("email %s not sent yet (%s); will retry", message_id, type(exc).__name__)
                 return
-            self.audit.append("notification", message_id=message_id, to=str(msg["To"]),
-                              incidents=str(msg["X-Alumon-Incident"]), subject=str(msg["Subject"]),
-                              template_version=template_version())
+            with self._lock:
+                self.audit.append("notification", message_id=message_id, to=str(msg["To"]),
+                                  incidents=str(msg["X-Alumon-Incident"]), subject=str(msg["Subject"]),
+                                  template_version=template_version())
             self.outbox.done(path)
             self.emails_sent += 1
             log.info("email %s sent to %s", message_id, msg["To"])

@@ -14,7 +14,7 @@ from alumon import schema
 from alumon.config import Site
 from alumon.influx import InfluxClient, InfluxError
 from alumon.mqtt import connect, make_client
-from alumon.telemetry import TelemetryError, decode, metrics_subscription, telemetry_subscription
+from alumon.telemetry import TelemetryError, decode, metrics_subscription, telemetry_subscription, telemetry_topic
 from analytics.alert_engine import RuleEngine
 from analytics.compliance import MonthlyCompliance, month_of, month_start_ms
 from analytics.evidence import EvidenceLog
@@ -58,9 +58,18 @@ class AnalyticsService:
         self._live = threading.Event()  # set once a non-historical message arrived since the last tick
         self._replayed = threading.Event()  # set once a historical (spooled) message arrived since the last tick
 
+    def telemetry_topics(self) -> list[str]:
+        """The telemetry of the devices a KPI reads, each by name: a plant has many more meters than the limits
+        need (analytics validated 5 000 messages a second of them and fell behind, bench/service_load.py)."""
+        devices = sorted({path.split(".", 1)[0] for path in self.engine.needed_readings()})
+        return [telemetry_topic(self.site.id, device) for device in devices]
+
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason_code: Any, _p: Any) -> None:
         if not reason_code.is_failure:
-            client.subscribe([(telemetry_subscription(self.site.id), 1), (metrics_subscription(self.site.id), 0)])
+            client.subscribe([*((topic, 1) for topic in self.telemetry_topics()),
+                              (metrics_subscription(self.site.id), 0)])
+            # A persistent session from before 2026-12 subscribed to every device's telemetry: drop that.
+            client.unsubscribe(telemetry_subscription(self.site.id))
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.endswith("/metrics"):  # pipeline health, stored for the health dashboard
@@ -85,17 +94,7 @@ class AnalyticsService:
         end_ms = now_ms // every_ms * every_ms  # on the evaluation grid: re-evaluating writes the same point
         rows = self.engine.evaluate(self.store, end_ms)
         rows += self._month_to_date(rows)
-        self._unwritten += [r.to_line(self.site.id) for r in rows]
-        with self._pipeline_lock:
-            self._unwritten += self._pipeline_lines
-            self._pipeline_lines = []
-        try:
-            self.influx.write_lines(self._unwritten)
-            self.kpis_written += len(self._unwritten)
-            self._unwritten.clear()
-        except InfluxError as exc:
-            log.warning("KPIs not written yet (%d queued): %s", len(self._unwritten), exc)
-            self._unwritten = self._unwritten[-100_000:]
+        # Judge first: an alert must not wait for a database write (the KPIs follow right after).
         # Only replayed data since the last tick (an edge draining its spool): update KPIs, fire no alert. No
         # data at all is not that: it is evaluated, so the data-quality rules see the silence.
         historical = self._replayed.is_set() and not self._live.is_set()
@@ -108,11 +107,24 @@ class AnalyticsService:
         for key in self.rules.unjudged.keys() - self._told_unjudged:
             log.warning("rule %s cannot judge %s: %s", *key, self.rules.unjudged[key])
             self._told_unjudged.add(key)
-        self.notifier.flush()
+        self._write_kpis(rows)
         self.store.trim(end_ms - self.engine.retention_ms)
         if end_ms - self._ledger_saved_ms >= LEDGER_SAVE_EVERY_MS:
             self.engine.periods.save(self.ledger_file)
             self._ledger_saved_ms = end_ms
+
+    def _write_kpis(self, rows: list[KpiRow]) -> None:
+        self._unwritten += [r.to_line(self.site.id) for r in rows]
+        with self._pipeline_lock:
+            self._unwritten += self._pipeline_lines
+            self._pipeline_lines = []
+        try:
+            self.influx.write_lines(self._unwritten)
+            self.kpis_written += len(self._unwritten)
+            self._unwritten.clear()
+        except InfluxError as exc:
+            log.warning("KPIs not written yet (%d queued): %s", len(self._unwritten), exc)
+            self._unwritten = self._unwritten[-100_000:]
 
     def _month_to_date(self, rows: list[KpiRow]) -> list[KpiRow]:
         out: list[KpiRow] = []
@@ -151,6 +163,7 @@ class AnalyticsService:
             log.warning("cannot create database or restore compliance yet: %s", exc)
         connect(self.client, self.site.config.connections.mqtt, persistent=True)
         self.client.loop_start()
+        self.notifier.start()
         every = self.site.config.analytics.evaluate_every_s
         try:
             while not self.stop.wait(every - time.time() % every):

@@ -21,6 +21,7 @@ import pytest
 
 from alumon.alert import Alert, AlertState, Audience, Severity
 from alumon.config import load_site
+from alumon.demo import notices_per_incident, read_emails
 from alumon.influx import InfluxClient
 from alumon.stack import Server, start_smtp_sink
 from analytics.audit import verify
@@ -305,4 +306,30 @@ def test_the_same_change_handed_over_twice_is_one_notice(site_file: Path, mosqui
         "energy-team@gx-demo.example": 1, "env-team@gx-demo.example": 1, REGULATOR: 1}
     records = [json.loads(line) for line in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
     assert [r["event"] for r in records].count("state") == 1
+    pub.loop_stop()
+
+
+def test_delivery_thread_sends_each_notice_once_and_keeps_the_audit_chain(
+        site_file: Path, mosquitto: Server, smtp_sink: Server, influx_db: InfluxClient, tmp_path: Path) -> None:
+    """As the service runs it: dispatch (the evaluating thread) only queues, a thread of the notifier draws and
+    sends, both append to the audit log. Twenty incidents dispatched back to back: every notice sent once,
+    the hash chain intact, and close() leaves nothing behind."""
+    site = load_site(site_file)
+    config = site.config.model_copy(update={"alerts": site.config.alerts.model_copy(update={"group_interval_s": 0})})
+    pub = mqtt_client(mosquitto.port)
+    notifier = Notifier.in_dir(config, pub, influx_db, tmp_path / "state", evidence())
+    notifier.start()
+    for i in range(10):
+        for state in (AlertState.FIRING, AlertState.RESOLVED):
+            notifier.dispatch(alert(state).model_copy(update={"id": f"gx-demo-energy_above_level3-potline-1-{i}"}))
+    notifier.close()
+    assert notifier.emails_sent == len(maildir_messages(smtp_sink))
+    # 3 addressees (level 3 goes to engineers and regulators); each gets each change once, grouped or not.
+    assert notices_per_incident(read_emails(Path(smtp_sink.run_dir) / "maildir")) == {
+        f"gx-demo-energy_above_level3-potline-1-{i}": {to: {"firing": 1, "resolved": 1} for to in
+                                                       ("energy-team@gx-demo.example", "env-team@gx-demo.example",
+                                                        REGULATOR)} for i in range(10)}
+    assert verify(tmp_path / "state" / "audit.jsonl")[1] == []
+    assert not list((tmp_path / "state" / "notices").rglob("*.json"))
+    assert not list((tmp_path / "state" / "outbox").iterdir())
     pub.loop_stop()
