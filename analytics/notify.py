@@ -10,18 +10,25 @@ message the audit log already records as sent is not sent again.
 The service delivers from a thread of its own (``start``): drawing a notice's chart takes 0.1 to 0.7 s and the
 mail server may be slow or down, and neither may delay the next evaluation of the alert rules. ``dispatch``
 (the evaluating thread) only publishes the state and queues the notices; a lock keeps the queue and the audit
-log consistent between the two threads. Without ``start``, ``dispatch`` delivers at once (tests, replay).
+log consistent between the two threads. The emails are rendered in a worker process: matplotlib holds the
+GIL, and in a thread it took three quarters of it from the evaluations under a burst of notices
+(bench/service_load.py). Without ``start``, ``dispatch`` delivers at once (tests, replay).
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import smtplib
 import ssl
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from email import policy
 from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -55,6 +62,15 @@ def send_email(conn: SmtpConnection, msg: EmailMessage) -> None:
         smtp.send_message(msg)
 
 
+def render_bytes(notices: list[Notice], config: SiteConfig, to: Addressee) -> bytes:
+    """``render`` in the worker process: the email as bytes, which cross the process boundary as they are."""
+    return render(notices, config, to).as_bytes(policy=policy.SMTP)
+
+
+def _render_pool() -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))  # not fork: we run threads
+
+
 def alert_key(alert: Alert) -> str:
     """The alert's place under ``alumon/v1/{site}/alerts/``: one retained message per rule, unit and KPI."""
     return f"{alert.rule}/{alert.unit_process}/{alert.kpi}"
@@ -75,6 +91,7 @@ class Notifier:
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _deliverer: threading.Thread | None = None
+    _renderer: ProcessPoolExecutor | None = None
 
     @classmethod
     def in_dir(cls, config: SiteConfig, client: mqtt.Client, influx: LineWriter, state_dir: Path,
@@ -119,7 +136,8 @@ class Notifier:
             self._wake.set()
 
     def start(self) -> None:
-        """Deliver from a thread of its own from now on."""
+        """Deliver from a thread of its own from now on, rendering in a worker process."""
+        self._renderer = _render_pool()
         self._deliverer = threading.Thread(target=self._deliver_loop, name="notifier", daemon=True)
         self._deliverer.start()
 
@@ -153,6 +171,9 @@ class Notifier:
             self._wake.set()
             self._deliverer.join()
             self._deliverer = None
+        if self._renderer is not None:
+            self._renderer.shutdown()
+            self._renderer = None
         self.flush()
         self._compose(group_ms=0)
         self._send()
@@ -165,9 +186,21 @@ class Notifier:
         for group in groups:  # drawn and rendered outside the lock: evaluations go on meanwhile
             to = Addressee(**group[0][1]["to"])
             notices = [Notice(Alert.model_validate(body["alert"]), body["evidence_csv"]) for _, body in group]
-            self.outbox.put(render(notices, self.config, to))
+            self.outbox.put(self._render(notices, to))
             with self._lock:
                 self.notices.done([path for path, _ in group])
+
+    def _render(self, notices: list[Notice], to: Addressee) -> EmailMessage:
+        if self._renderer is None:
+            return render(notices, self.config, to)
+        try:
+            data = self._renderer.submit(render_bytes, notices, self.config, to).result()
+        except BrokenProcessPool:  # the worker died (killed, out of memory): a new one for the retry
+            self._renderer = _render_pool()
+            raise
+        msg = BytesParser(policy=policy.default).parsebytes(data)
+        assert isinstance(msg, EmailMessage)
+        return msg
 
     def _send(self) -> None:
         for path, msg in self.outbox.pending():

@@ -170,17 +170,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         broker = start_mosquitto(tmp)
-        influx = start_influxd(tmp)
         try:
             for readings in args.readings:  # the ceiling of each line shape (series count), then its pipeline
-                ceiling, points = raw_ceiling(influx.port, readings, args.seconds)
+                # Each on an influxd of its own, started empty: the pipeline must not pay for compacting the
+                # ceiling's millions of points, nor the ceiling for the pipeline's.
+                influx = start_influxd(tmp / f"influx-ceiling-{readings}")
+                try:
+                    ceiling, points = raw_ceiling(influx.port, readings, args.seconds)
+                finally:
+                    influx.stop()
                 emit("ingest", f"influx_raw_ceiling_{readings}r", ceiling, "points/s", readings_per_message=readings,
                      points=points, note="prebuilt bodies of distinct telemetry points, 5000 lines/POST")
                 run_dir = tmp / f"pipeline-{readings}"
                 run_dir.mkdir()
                 cpu: dict[str, float] = {}
-                rate, expected, stored = pipeline(run_dir, broker.port, influx.port, readings, args.seconds, cpu,
-                                                  {"mosquitto": broker.pid, "influxd": influx.pid})
+                influx = start_influxd(tmp / f"influx-pipeline-{readings}")
+                try:
+                    rate, expected, stored = pipeline(run_dir, broker.port, influx.port, readings, args.seconds,
+                                                      cpu, {"mosquitto": broker.pid, "influxd": influx.pid})
+                finally:
+                    influx.stop()
                 shape = {"readings_per_message": readings}
                 emit("ingest", f"ingest_pipeline_{readings}r", rate, "readings/s", published=expected, stored=stored,
                      seconds=args.seconds, **shape)
@@ -192,8 +201,6 @@ def main() -> None:
                      note="time the publisher held back for the pipeline; near 0: the publisher was the limit")
         finally:
             broker.stop()
-            influx.stop()
-
 
 if __name__ == "__main__":
     main()
