@@ -116,11 +116,13 @@ class Notifier:
             self.mqtt_client.publish(topic, b"", qos=1, retain=True)
         else:
             self.mqtt_client.publish(topic, alert.to_json(), qos=1, retain=True)
-        evidence = self.evidence.csv(alert) if notice_key(alert) not in self.audit.changes else ""
+        # Only this thread records state changes, so the check needs no lock (the deliverer records sends).
+        new = notice_key(alert) not in self.audit.changes
+        evidence = self.evidence.csv(alert) if new else ""
         with self._lock:
             if not alert.reminder:
                 self._pending_lines.append(alert.to_line())  # same point again after a crash: overwritten
-            if notice_key(alert) not in self.audit.changes:
+            if new:
                 now_ms = int(time.time() * 1000)
                 for to in addressees(self.config.alerts, alert.audience, alert.severity):
                     self.notices.put(to.address, notice_key(alert), {
@@ -152,6 +154,11 @@ class Notifier:
 
     def flush(self) -> None:
         """Deliver what is due; keep what fails for the next call."""
+        self._write_alert_lines()
+        self._compose()
+        self._send()
+
+    def _write_alert_lines(self) -> None:
         with self._lock:
             lines, self._pending_lines = self._pending_lines, []
         if lines:
@@ -161,8 +168,6 @@ class Notifier:
                 log.warning("alerts not written to InfluxDB yet: %s", exc)
                 with self._lock:
                     self._pending_lines[:0] = lines
-        self._compose()
-        self._send()
 
     def close(self) -> None:
         """At shutdown: whatever is queued goes out now rather than waiting out its group interval."""
@@ -174,7 +179,7 @@ class Notifier:
         if self._renderer is not None:
             self._renderer.shutdown()
             self._renderer = None
-        self.flush()
+        self._write_alert_lines()
         self._compose(group_ms=0)
         self._send()
 

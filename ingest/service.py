@@ -307,8 +307,12 @@ class IngestService:
 
     def _gauges(self) -> dict[str, float]:
         held = len(self._held.items) if self._held is not None else 0
-        waiting = sum(len(b.items) for b in list(self.batches.queue))  # a racy read is fine for a gauge
-        return self.metrics.gauges(self.buffer.points, self.buffer.bytes, self.queue.qsize() + waiting + held)
+        return self.metrics.gauges(self.buffer.points, self.buffer.bytes, self._unhanded_messages() + held)
+
+    def _unhanded_messages(self) -> int:
+        """Received and not yet taken by the writer: in the queue or in validated batches waiting for it (a
+        racy read, fine for a gauge and a log line)."""
+        return self.queue.qsize() + sum(len(b.items) for b in list(self.batches.queue))
 
     def _sync_dropped(self) -> None:
         self.metrics.totals["dropped_points"] = self.buffer.dropped_points
@@ -398,7 +402,7 @@ class IngestService:
         self._hand_over(_END, deadline)
         # A write under way finishes (or times out) before the writer looks at the deadline again.
         self._writer.join(max(0.0, deadline - time.monotonic()) + self.site.config.connections.influxdb.timeout_s)
-        left = self.queue.qsize() + sum(len(b.items) for b in list(self.batches.queue) if b is not _END)
+        left = self._unhanded_messages()  # _END has no items
         if self._held is not None:
             log.warning("shutdown: disk buffer full, %d messages left unacked for redelivery",
                         left + len(self._held.items))
